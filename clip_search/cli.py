@@ -1,0 +1,159 @@
+"""The `clip-search` command: thin argument parsing over the library, expected failures shown as one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from clip_search import config
+from clip_search.errors import ClipSearchError, QueryError
+
+log = logging.getLogger("clip_search")
+
+
+def _quiet_libraries() -> None:
+    """Keep model-loading chatter (per-weight progress bars, load reports) off the user's terminal."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _add_model_options(p: argparse.ArgumentParser, *, model_default: str | None) -> None:
+    p.add_argument("--model", default=model_default, help="CLIP checkpoint: hub id or local folder" + (f" (default {model_default})" if model_default else " (default: the store's)"))
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present, else cpu)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="compute precision (default: float16 on GPU, float32 on CPU)")
+
+
+def cmd_precompute(args: argparse.Namespace) -> int:
+    from clip_search.precompute import precompute
+
+    text_model = None if args.text_model == "none" else args.text_model
+    report = precompute(
+        args.source,
+        args.out,
+        model=args.model,
+        revision=args.revision,
+        text_model=text_model,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        shard_size=args.shard_size,
+        device=args.device,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        restart=args.restart,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {report.store}: {report.count} images embedded, {report.skipped} skipped"
+        + (f" (see {report.store / 'skipped.jsonl'})" if report.skipped else "")
+        + f", {report.images_per_second:.1f} images/s"
+        + (f", resumed after {report.resumed_from}" if report.resumed_from else "")
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from clip_search.classify import parse_labels
+    from clip_search.decode import decode_image
+    from clip_search.engine import SearchEngine
+    from clip_search.errors import SkipItem
+
+    if not (args.query or "").strip() and not args.image:
+        raise QueryError("the query is empty: give QUERY text, or --image PATH")
+    image = None
+    if args.image:
+        try:
+            image = decode_image(Path(args.image).read_bytes(), name=args.image)
+        except (OSError, SkipItem) as exc:
+            raise QueryError(f"cannot read query image {args.image}: {exc}") from None
+    labels = parse_labels(args.labels) if args.labels else []
+    if args.labels is not None and not labels:
+        raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
+    engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype)
+    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels)
+    if args.json:
+        payload = [
+            {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "image": h.image, "caption": h.caption, "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels]}
+            for h in result.hits
+        ]
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+        return 0
+    for h in result.hits:
+        labels_text = ", ".join(f"{l} {p:.0%}" for l, p in h.labels)
+        print(f"{h.rank:>3}  {h.score:.4f}  {h.image}" + (f"  — {h.caption}" if h.caption else "") + (f"  [{labels_text}]" if labels_text else ""))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from clip_search.ui import launch_app
+
+    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="clip-search", description="Natural-language image search with CLIP.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("precompute", help="embed a folder, URL list or dataset into an embedding store")
+    p.add_argument("source", help="image folder, URL list (.txt/.csv/.tsv, Unsplash photos.tsv000), hf://datasets/NAME or a saved dataset folder")
+    p.add_argument("--out", required=True, help="store folder to write")
+    _add_model_options(p, model_default=config.DEFAULT_MODEL)
+    p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
+    p.add_argument("--text-model", default="auto", help="multilingual student recorded for queries: hub id or folder, 'auto' (the known one for --model) or 'none'")
+    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE)
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: half the cores; 8 for URL lists)")
+    p.add_argument("--shard-size", type=int, default=config.DEFAULT_SHARD_SIZE, help="rows per resumable shard")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out (it stays until the new one is complete)")
+    p.add_argument("--restart", action="store_true", help="discard unfinished work at OUT.partial instead of resuming it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_precompute)
+
+    p = sub.add_parser("search", help="search a store by text and/or image")
+    p.add_argument("store", help="store folder")
+    p.add_argument("query", nargs="?", default="", help="what to look for, in any language the text model knows")
+    p.add_argument("--image", default=None, help="an image file to search by (combined with QUERY when both are given)")
+    p.add_argument("--negative", default=None, help="text to steer away from ('… but not …')")
+    p.add_argument("--top-k", type=int, default=config.DEFAULT_TOP_K)
+    p.add_argument("--labels", default=None, help="comma-separated labels to zero-shot classify the results against")
+    p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_model_options(p, model_default=None)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", help="serve the search web app (Gradio) on a store")
+    p.add_argument("store", nargs="?", default=None, help="store folder (default: the built-in demo store)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
+    _add_model_options(p, model_default=None)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; expected failures print one line and return non-zero."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ClipSearchError as exc:
+        print(f"clip-search {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"clip-search {args.command}: interrupted" + ("; run the same command again to resume" if args.command == "precompute" else ""), file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
