@@ -36,7 +36,7 @@ class StudentTextEncoder:
             model = SentenceTransformer(model_id, device=str(dev))
         except (OSError, ValueError, KeyError) as exc:
             where = "local folder" if Path(model_id).exists() else "model id"
-            raise ModelLoadError(f"cannot load multilingual text model {where} {model_id!r}: {_one_line(exc)}") from None
+            raise ModelLoadError(f"cannot load multilingual text {where} {model_id!r}: {_one_line(exc)}") from None
         model.eval()
         return cls(model, str(model_id), dev)
 

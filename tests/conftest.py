@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from clip_search.text_student import assemble_student
 
-from clip_search.scratch import new_clip, new_text_encoder, save_clip, train_clip_tokenizer, train_wordpiece_tokenizer
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
 SHAPES = ("circle", "square")
@@ -29,6 +27,8 @@ CORPUS = [f"a {c} {s}" for c in COLOURS for s in SHAPES] + [
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random CLIP (hidden 32, 2 layers, 16-d projection) with a BPE tokenizer trained by `tokenizers`."""
+    from clip_search.scratch import new_clip, save_clip, train_clip_tokenizer
+
     out = tmp_path_factory.mktemp("tiny-clip")
     model, processor = new_clip(train_clip_tokenizer(CORPUS * 4, vocab_size=400), image_size=32, projection_dim=16)
     return save_clip(model, processor, out)
@@ -37,6 +37,9 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny multilingual student in the sentence-transformers layout, mapping to the tiny CLIP's 16 dimensions."""
+    from clip_search.scratch import new_text_encoder, train_wordpiece_tokenizer
+    from clip_search.text_student import assemble_student
+
     base = new_text_encoder(train_wordpiece_tokenizer(CORPUS * 4, vocab_size=300), tmp_path_factory.mktemp("tiny-bert"))
     out = tmp_path_factory.mktemp("tiny-student")
     assemble_student(str(base), 16).save(str(out))

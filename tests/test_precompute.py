@@ -1,0 +1,214 @@
+"""Precompute end to end: folder, URL list and dataset sources into a store; broken files; kill and resume."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from clip_search.clip_model import ClipEncoder
+from clip_search.errors import StoreError
+from clip_search.precompute import precompute
+from clip_search.store import EmbeddingStore, read_jsonl
+from tests.conftest import COLOURS, SHAPES, draw_photo
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+class ImageServer:
+    """A local HTTP server of generated images that can SIGKILL a process group at its Nth image request."""
+
+    def __init__(self, n: int) -> None:
+        self.images = {f"/img/{i}.png": png_bytes(draw_photo(list(COLOURS)[i % 4], SHAPES[i % 2], 32 + i)) for i in range(n)}
+        self.requests = 0
+        self.kill_at: int | None = None
+        self.victim: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                with server.lock:
+                    server.requests += 1
+                    if server.kill_at is not None and server.requests == server.kill_at and server.victim is not None:
+                        os.killpg(server.victim.pid, signal.SIGKILL)
+                body = server.images.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ImageServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[ImageServer]:
+    with ImageServer(22) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def urls(image_server: ImageServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return url_list(image_server, tmp_path_factory.mktemp("urls") / "urls.txt")
+
+
+def precompute_urls(urls: Path, out: Path, tiny_clip: Path, workers: int):
+    return precompute(str(urls), out, model=str(tiny_clip), text_model=None, batch_size=3, shard_size=3, num_workers=workers, progress=False)
+
+
+@pytest.fixture(scope="module")
+def reference(urls: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store an uninterrupted run makes."""
+    out = tmp_path_factory.mktemp("reference") / "store"
+    precompute_urls(urls, out, tiny_clip, workers=0)
+    return out
+
+
+def url_list(server: ImageServer, path: Path) -> Path:
+    lines = [f"{server.url}/img/{i}.png" for i in range(22)]
+    lines.insert(5, f"{server.url}/missing.png")  # a 404 among them
+    path.write_text("# generated photos\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "clip_search.cli", *args]
+
+
+def run_precompute(urls: Path, out: Path, tiny_clip: Path, workers: int, server: ImageServer | None = None, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    args = cli("precompute", str(urls), "--out", str(out), "--model", str(tiny_clip), "--text-model", "none", "--batch-size", "3", "--shard-size", "3", "--workers", str(workers), "--no-progress")
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    if server is not None:
+        with server.lock:
+            server.requests, server.kill_at, server.victim = 0, kill_at, proc
+    stdout, stderr = proc.communicate(timeout=300)
+    if server is not None:
+        server.kill_at = None
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    sa, sb = EmbeddingStore.open(a), EmbeddingStore.open(b)
+    assert np.array_equal(np.asarray(sa.embeddings), np.asarray(sb.embeddings))
+    assert pq.read_table(a / "metadata.parquet").equals(pq.read_table(b / "metadata.parquet"))
+    assert read_jsonl(a / "skipped.jsonl") == read_jsonl(b / "skipped.jsonl")
+    ma, mb = (json.loads((s / "manifest.json").read_text()) for s in (a, b))
+    ma.pop("created"), mb.pop("created")
+    assert ma == mb
+
+
+def test_folder_store_holds_every_photo_in_order(folder_store: Path, photo_dir: Path, tiny_clip: Path) -> None:
+    store = EmbeddingStore.open(folder_store)
+    paths = sorted(p.relative_to(photo_dir).as_posix() for p in photo_dir.rglob("*") if p.is_file())
+    assert [r["id"] for r in store.rows(range(len(store)))] == paths
+    assert store.embeddings.dtype == np.float16
+    assert store.manifest["count"] == 16 and store.manifest["dim"] == 16 and store.manifest["skipped"]["count"] == 0
+    assert store.manifest["source"]["type"] == "folder"
+    direct = ClipEncoder.load(str(tiny_clip)).encode_images([Image.open(photo_dir / p).convert("RGB") for p in paths])
+    np.testing.assert_allclose(store.matrix, direct, atol=2e-3)  # float16 storage
+
+
+def test_cli_url_list_with_workers_skips_the_404(image_server: ImageServer, urls: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    result = run_precompute(urls, tmp_path / "store", tiny_clip, workers=2)
+    assert result.returncode == 0, result.stderr
+    assert "22 images embedded, 1 skipped" in result.stdout
+    store = EmbeddingStore.open(tmp_path / "store")
+    assert [r["url"] for r in store.rows([0, 5])] == [f"{image_server.url}/img/0.png", f"{image_server.url}/img/5.png"]
+    assert read_jsonl(tmp_path / "store" / "skipped.jsonl") == [{"index": 5, "id": f"{image_server.url}/missing.png", "ref": f"{image_server.url}/missing.png", "reason": "HTTP 404"}]
+
+
+@pytest.mark.parametrize("kill_at", [2, 14])
+def test_killed_run_resumes_to_the_uninterrupted_store(image_server: ImageServer, urls: Path, reference: Path, tiny_clip: Path, tmp_path: Path, kill_at: int) -> None:
+    out = tmp_path / "store"
+    killed = run_precompute(urls, out, tiny_clip, workers=0, server=image_server, kill_at=kill_at)
+    assert killed.returncode == -signal.SIGKILL
+    assert not out.exists()
+    # Synchronous fetching: the kill lands at request N, after every batch before N's was written.
+    shards = sorted(p.name for p in (tmp_path / "store.partial").glob("shard-*"))
+    assert len(shards) == (kill_at - 1) // 3
+
+    report = precompute_urls(urls, out, tiny_clip, workers=0)
+    assert report.resumed_from == 3 * len(shards)
+    assert not (tmp_path / "store.partial").exists()
+    assert_same_store(out, reference)
+
+
+def test_killed_run_with_workers_resumes_too(image_server: ImageServer, urls: Path, reference: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    killed = run_precompute(urls, tmp_path / "store", tiny_clip, workers=2, server=image_server, kill_at=14)
+    assert killed.returncode == -signal.SIGKILL
+    precompute_urls(urls, tmp_path / "store", tiny_clip, workers=2)
+    assert_same_store(tmp_path / "store", reference)
+
+
+def test_unfinished_work_for_another_model_is_not_mixed_in(photo_dir: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "store.partial"
+    partial.mkdir()
+    (partial / "state.json").write_text(json.dumps({"model": "other", "revision": None, "source": {}, "count": 1}))
+    with pytest.raises(StoreError, match="unfinished precompute at .* was for another model or source.*--restart"):
+        precompute(str(photo_dir), tmp_path / "store", model=str(tiny_clip), num_workers=0, progress=False)
+    report = precompute(str(photo_dir), tmp_path / "store", model=str(tiny_clip), num_workers=0, progress=False, restart=True)
+    assert report.count == 16
+
+
+def test_existing_store_needs_overwrite(folder_store: Path, photo_dir: Path, tiny_clip: Path) -> None:
+    with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+        precompute(str(photo_dir), folder_store, model=str(tiny_clip), num_workers=0, progress=False)
+
+
+def test_hf_dataset_source(tmp_path: Path, tiny_clip: Path) -> None:
+    import datasets
+
+    images = [draw_photo(c, s) for c in COLOURS for s in SHAPES]
+    captions = [f"a {c} {s}" for c in COLOURS for s in SHAPES]
+    ds = datasets.Dataset.from_dict({"image": images, "caption": captions}, features=datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")}))
+    ds.save_to_disk(str(tmp_path / "ds"))
+    report = precompute(str(tmp_path / "ds"), tmp_path / "store", model=str(tiny_clip), text_model=None, batch_size=3, num_workers=1, progress=False)
+    assert report.count == 8 and report.skipped == 0
+    store = EmbeddingStore.open(tmp_path / "store")
+    assert [r["caption"] for r in store.rows(range(8))] == captions
+    assert store.manifest["source"]["type"] == "hf_dataset"
+
+
+def test_no_good_image_keeps_the_reasons(tmp_path: Path, tiny_clip: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    (folder / "b.png").write_text("not a png")
+    with pytest.raises(StoreError, match="no image of .* could be embedded \\(2 skipped\\)"):
+        precompute(str(folder), tmp_path / "store", model=str(tiny_clip), num_workers=0, progress=False)
+    assert read_jsonl(next((tmp_path / "store.partial").glob("shard-*")) / "skipped.jsonl")[0]["id"] == "a.jpg"
