@@ -39,3 +39,20 @@ DEFAULT_TOP_LABELS = 3
 
 # URL sources: first retry waits this long, each later one twice as long (capped at 2 s).
 DOWNLOAD_BACKOFF_S = 0.25
+
+# Web app (clip_search.ui).
+APP_TITLE = "clip-search: find images by describing them"
+APP_HOST = "127.0.0.1"
+APP_PORT = 7860
+APP_MAX_TOP_K = 50
+APP_MAX_UPLOAD_BYTES = 20_000_000  # uploads larger than this are refused before they reach the app
+# Example prompts shown under the query box, one per language: en, de, fr, es, ru, zh, ja.
+APP_EXAMPLE_QUERIES: tuple[str, ...] = (
+    "a dog running on the beach",
+    "ein rotes Auto in der Stadt",
+    "un chat qui dort sur un canapé",
+    "una puesta de sol sobre el mar",
+    "горы под снегом",
+    "夜晚的城市街道",
+    "桜の木と青い空",
+)

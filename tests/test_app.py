@@ -1,0 +1,225 @@
+"""The web app end to end: its API through gradio_client, its page in headless Chromium, and app.py's failure path."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+from gradio_client import Client, handle_file
+
+from clip_search.engine import SearchEngine, resolve_model_ref
+from clip_search.store import EmbeddingStore, write_store
+from clip_search.ui import SEARCH_API, TABLE_FIXED_HEADERS, build_app, image_roots, markdown_escape
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+HOSTILE = "<img src=x onerror=alert(1)>"
+LABELS = ["red", "green", "blue", "yellow"]
+
+
+@dataclass
+class Served:
+    """A running app, the engine behind it, and its base URL."""
+
+    engine: SearchEngine
+    url: str
+
+
+def _serve(engine: SearchEngine, **kwargs: object) -> tuple[object, str]:
+    demo = build_app(engine, **kwargs)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=None,
+        allowed_paths=[str(p) for p in image_roots(engine.store)],
+        quiet=True,
+    )
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def served(folder_store: Path) -> Iterator[Served]:
+    engine = SearchEngine.load(folder_store)
+    demo, url = _serve(engine)
+    try:
+        yield Served(engine, url)
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(served.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def _search(client: Client, query: str = "", *, negative: str = "", image: object = None, top_k: int = 5, labels: str = "") -> tuple[list, dict, str]:
+    return client.predict(query, negative, image, top_k, labels, api_name=f"/{SEARCH_API}")
+
+
+def _score(caption: str) -> float:
+    return float(caption.split(" · ")[1])
+
+
+def test_text_search_with_labels(served: Served, client: Client) -> None:
+    gallery, table, status = _search(client, "a red circle", top_k=5, labels=", ".join(LABELS))
+    expected = served.engine.search("a red circle", top_k=5, labels=LABELS)
+
+    assert len(gallery) == 5
+    assert all(Path(item["image"]).is_file() for item in gallery)  # served over HTTP and downloaded by the client
+    captions = [item["caption"] for item in gallery]
+    assert [c.split(" · ")[0] for c in captions] == [f"#{i}" for i in range(1, 6)]
+    scores = [_score(c) for c in captions]
+    assert scores == sorted(scores, reverse=True)
+    assert scores == pytest.approx([h.score for h in expected.hits], abs=1e-3)
+    assert all(c.endswith("%") for c in captions)  # top label with its probability
+
+    assert table["headers"] == [*TABLE_FIXED_HEADERS, *LABELS]
+    assert [row[1] for row in table["data"]] == [h.id for h in expected.hits]
+    for row, hit in zip(table["data"], expected.hits):
+        probs = [float(p) for p in row[len(TABLE_FIXED_HEADERS):]]
+        assert sum(probs) == pytest.approx(1.0, abs=0.01)
+        assert row[2] == LABELS[int(np.argmax(probs))] == hit.labels[0][0]
+
+    assert "\n" not in status.strip() and "**5** results" in status
+    assert all(f"{part} " in status and " ms" in status for part in ("encode", "search", "classify"))
+
+
+def test_local_images_are_served_in_place_and_nothing_else(served: Served, folder_store: Path) -> None:
+    raw = Client(served.url, verbose=False, analytics_enabled=False, download_files=False)
+    gallery, _, _ = _search(raw, "a blue square", top_k=3)
+    hits = served.engine.search("a blue square", top_k=3).hits
+    for item, hit in zip(gallery, hits):
+        assert item["image"]["path"] == hit.image  # the original file, not a copy in Gradio's cache
+        response = httpx.get(item["image"]["url"])
+        assert response.status_code == 200 and response.content == Path(hit.image).read_bytes()
+    for private in (folder_store / "manifest.json", folder_store / "embeddings.npy"):
+        assert httpx.get(f"{served.url}gradio_api/file={private}").status_code == 403
+
+
+def test_expected_failures_are_one_line_messages(client: Client, tmp_path: Path) -> None:
+    gallery, table, status = _search(client, "   ")
+    assert gallery == [] and table["data"] == []
+    assert status.startswith("⚠️") and "the query is empty" in status and "\n" not in status.strip()
+
+    not_an_image = tmp_path / "photo.png"
+    not_an_image.write_bytes(b"this is not a picture")
+    gallery, _, status = _search(client, image=handle_file(str(not_an_image)))
+    assert gallery == [] and "cannot read the uploaded image" in status and "\n" not in status.strip()
+
+    for query in ("x" * 10_000, "🐱🐶 " * 50, "قطة حمراء", HOSTILE, "$$x^2$$ **bold** [a](http://e.x)"):
+        gallery, _, status = _search(client, query, top_k=3)
+        assert len(gallery) == 3 and "\n" not in status.strip()
+
+
+def test_search_by_image_finds_that_image(served: Served, client: Client, photo_dir: Path) -> None:
+    photo = photo_dir / "png" / "nested" / "green-square.png"
+    gallery, _, status = _search(client, image=handle_file(str(photo)), top_k=3)
+    assert "the uploaded image" in status
+    assert _score(gallery[0]["caption"]) > 0.99
+
+
+def test_markdown_escape_leaves_nothing_to_interpret() -> None:
+    escaped = markdown_escape(f"{HOSTILE} **b** $$x$$\nnext")
+    assert "<" not in escaped and ">" not in escaped and "\n" not in escaped
+    assert "\\*\\*b\\*\\*" in escaped and "\\$\\$x\\$\\$" in escaped
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_url_images_are_left_to_the_browser(folder_store: Path, photo_dir: Path, tmp_path: Path) -> None:
+    """A URL store's images reach the gallery as their URLs; the app server never fetches them."""
+    handler = type("Handler", (_CountingHandler,), {"requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(photo_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    source = EmbeddingStore.open(folder_store)
+    paths = source.metadata.column("path").to_pylist()
+    metadata = pa.table({"id": paths, "url": [f"{base}/{p}" for p in paths], "caption": [f"photo <b>{p}</b>" for p in paths]})
+    model = {**source.manifest["model"], "id": resolve_model_ref(source.model_id, source.root)}
+    manifest = {**source.manifest, "model": model, "text_model": resolve_model_ref(source.text_model, source.root), "source": {"type": "url_list"}}
+    store = write_store(tmp_path / "url-store", np.asarray(source.embeddings), metadata, manifest)
+    engine = SearchEngine.load(store)
+    assert image_roots(engine.store) == []
+    demo, url = _serve(engine)
+    try:
+        gallery, _, _ = _search(Client(url, verbose=False, analytics_enabled=False, download_files=False), "a red circle", top_k=4)
+    finally:
+        demo.close()
+        server.shutdown()
+    assert [item["image"]["url"] for item in gallery] == [h.image for h in engine.search("a red circle", top_k=4).hits]
+    assert all(item["image"]["url"].startswith(base) for item in gallery)
+    assert "<b>" in gallery[0]["caption"]  # stored as written; the page shows it as text (see the browser test)
+    assert handler.requests == []
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+def test_page_in_headless_chromium(served: Served, photo_dir: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    dialogs: list[str] = []
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("request", lambda r: None if r.url.startswith((served.url, "data:", "blob:")) else outside.append(r.url))
+            page.goto(served.url)
+            status = page.locator("#status")
+            expect(status).to_contain_text("Type a description")
+
+            page.locator("#labels textarea, #labels input").first.fill(f"red, green, blue, {HOSTILE}")
+            query = page.locator("#query textarea, #query input").first
+            query.fill("a red circle")
+            query.press("Enter")
+            expect(status).to_contain_text("results for “a red circle”", timeout=20_000)
+            images = page.locator("#results img")
+            expect(images).to_have_count(12, timeout=20_000)
+            expect(images.first).to_have_js_property("complete", True)
+            assert images.first.evaluate("img => img.naturalWidth") > 0
+            expect(page.locator("#results")).to_contain_text("#1 · ")
+            expect(page.locator("#label-table")).to_contain_text(HOSTILE)  # a label as a column header, as text
+
+            page.get_by_text("ein rotes Auto in der Stadt", exact=True).click()  # an example runs its search
+            expect(status).to_contain_text("for “ein rotes Auto in der Stadt”", timeout=20_000)
+
+            page.locator("#query-image input[type=file]").set_input_files(str(photo_dir / "jpg" / "blue-square.jpg"))
+            query.fill(HOSTILE)
+            page.locator("#search").click()
+            expect(status).to_contain_text(f"for “{HOSTILE}” + the uploaded image", timeout=20_000)
+            assert page.locator("img[src='x']").count() == 0
+            page.screenshot(path="/tmp/app.png", full_page=True)
+        finally:
+            browser.close()
+    assert dialogs == []
+    assert outside == []  # works offline: nothing loaded from outside the app
+
+
+def test_app_py_with_a_missing_store_says_so_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-store"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_SEARCH_")}
+    done = subprocess.run([sys.executable, str(REPO / "app.py"), str(missing)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(missing) in lines[0], done.stderr
