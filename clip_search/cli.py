@@ -96,6 +96,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from clip_search.demo.evaluate import evaluate
+
+    text_model = None if args.text_model == "none" else args.text_model
+    report = evaluate(args.model, text_model, scenes=args.scenes, device=args.device)
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
+    return 0
+
+
+def cmd_train_demo(args: argparse.Namespace) -> int:
+    from clip_search.demo.train import TrainConfig, train_demo_clip
+
+    overrides = {k: v for k, v in (("steps", args.steps), ("scenes", args.scenes), ("seed", args.seed)) if v is not None}
+    config_ = TrainConfig(**overrides)
+    report = train_demo_clip(args.out, config_, progress=not args.no_progress)
+    print(f"trained {args.out} in {report.seconds:.0f} s: contrastive loss {report.first_loss:.3f} -> {report.final_loss:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="clip-search", description="Natural-language image search with CLIP.")
@@ -136,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("eval", help="measure retrieval quality on held-out demo scenes (precision@k per language, zero-shot accuracy)")
+    p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP to evaluate (default: the demo CLIP)")
+    p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student to evaluate, or 'none' (default: the demo student)")
+    p.add_argument("--scenes", type=int, default=2000, help="held-out scenes in the gallery")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train-demo", help="train the demo world's small CLIP from scratch on generated scenes (CPU, minutes)")
+    p.add_argument("--out", default=str(config.DEMO_CLIP), help="where to save it (default: models/demo-clip)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: TrainConfig.steps)")
+    p.add_argument("--scenes", type=int, default=None, help="training scenes generated (default: TrainConfig.scenes)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_demo)
     return parser
 
 

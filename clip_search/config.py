@@ -1,5 +1,7 @@
 """Defaults, in one place: every other module takes these as arguments with these values."""
 
+from pathlib import Path
+
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 # Multilingual students distilled from a CLIP text encoder, keyed by that CLIP's model id.
@@ -56,3 +58,23 @@ APP_EXAMPLE_QUERIES: tuple[str, ...] = (
     "夜晚的城市街道",
     "桜の木と青い空",
 )
+
+# Multilingual distillation (clip_search.distill): the student learns to put a sentence and its translation
+# where CLIP's text encoder puts the sentence (Reimers & Gurevych 2020). The paper's settings, but for epochs.
+DISTILL_STUDENT = "distilbert/distilbert-base-multilingual-cased"  # the base of clip-ViT-B-32-multilingual-v1
+DISTILL_EPOCHS = 5
+DISTILL_BATCH_SIZE = 64
+DISTILL_LR = 2e-5
+DISTILL_MAX_SEQ_LENGTH = 128
+DISTILL_WARMUP_FRACTION = 0.1  # of all steps: lr rises linearly, then falls linearly to zero
+DISTILL_WEIGHT_DECAY = 0.01  # AdamW; never on biases and norms
+DISTILL_MAX_GRAD_NORM = 1.0
+DISTILL_HELD_OUT = 0.05  # fraction of each language's pairs kept out of training to measure it
+DISTILL_MAX_HELD_OUT_PER_LANG = 1000  # retrieval among ~1000 sentences, as on Tatoeba
+DISTILL_SEED = 0
+
+# The demo world (PRODUCT.md section 3): models and store built by scripts/build_demo.py, shipped in the repo.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CLIP = REPO_ROOT / "models" / "demo-clip"
+DEMO_STUDENT = REPO_ROOT / "models" / "demo-mclip"
+DEMO_STORE = REPO_ROOT / "embeddings" / "demo"

@@ -89,6 +89,7 @@ class SearchEngine:
             store.check_encoder(text_encoder.dim, f"text model {getattr(text_encoder, 'model_id', '?')}")
         self.logit_scale = clip.logit_scale
         self._label_cache = lru_cache(maxsize=64)(self._embed_labels)
+        self._dataset: Any = None  # opened on first need, for dataset stores whose images are bytes
 
     @classmethod
     def load(
@@ -171,6 +172,20 @@ class SearchEngine:
             for rank, (row, score) in enumerate(zip(rows, scores))
         ]
         return SearchResult(hits, list(labels), probabilities, timings)
+
+    def image_for(self, hit: Hit) -> str | Image.Image:
+        """What shows a hit's image: its URL or file path, or (for a dataset stored as bytes) the decoded image."""
+        if "#row=" not in hit.image or Path(hit.image).exists():
+            return hit.image
+        if self._dataset is None:
+            from clip_search.sources import open_source
+
+            where = self.store.manifest.get("source", {})
+            spec = f"hf://datasets/{where['name']}" if "name" in where else where.get("path", "")
+            self._dataset = open_source(spec, split=where.get("split"), image_column=where.get("image_column"))
+        from clip_search.decode import decode_image
+
+        return decode_image(self._dataset.fetch(int(hit.image.rsplit("#row=", 1)[1])), name=hit.id)
 
     def _embed_labels(self, labels: tuple[str, ...], templates: tuple[str, ...]) -> np.ndarray:
         return embed_labels(labels, self.text_encoder.encode_texts, templates)

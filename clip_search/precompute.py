@@ -31,7 +31,7 @@ from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_SHARD_
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
 from clip_search.sources import Source, SourceItem, open_source
-from clip_search.store import EMBEDDINGS, METADATA, SKIPPED, build_manifest, read_jsonl, write_jsonl, write_store
+from clip_search.store import EMBEDDINGS, MANIFEST, METADATA, SKIPPED, build_manifest, read_jsonl, write_jsonl, write_store
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,8 @@ def precompute(
         raise StoreError(f"--batch-size must be at least 1, got {batch_size}")
     if shard_size < 1:
         raise StoreError(f"--shard-size must be at least 1, got {shard_size}")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} already exists; pass --overwrite to rebuild it")
+    if (out / MANIFEST).exists() and not overwrite:
+        raise StoreError(f"{out} already holds a store; pass --overwrite to rebuild it")
     if isinstance(source, str):
         source = open_source(source)
     clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)

@@ -199,12 +199,17 @@ def write_store(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a whole store at `path` atomically: it is built beside `path` and renamed into place."""
+    """Write a whole store at `path` so that a reader never sees a partial one.
+
+    A new folder is built beside `path` and renamed into place. In a folder that exists already (a store being
+    replaced, or a folder that also holds the images), the manifest goes first and comes back last, so until
+    the new files are all in place there is no store there rather than an inconsistent one.
+    """
     root = Path(path)
     if embeddings.ndim != 2 or embeddings.shape[0] != metadata.num_rows:
         raise StoreError(f"cannot write {root}: {embeddings.shape[0]} embeddings but {metadata.num_rows} metadata rows")
-    if root.exists() and not overwrite:
-        raise StoreError(f"{root} already exists; pass --overwrite to replace it")
+    if (root / MANIFEST).exists() and not overwrite:
+        raise StoreError(f"{root} already holds a store; pass --overwrite to replace it")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.with_name(f".{root.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
@@ -213,21 +218,15 @@ def write_store(
         pq.write_table(metadata, tmp / METADATA)
         write_jsonl(tmp / SKIPPED, skipped)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _swap_into_place(tmp, root)
-    except BaseException:
+        if not root.exists():
+            os.replace(tmp, root)
+            return root
+        (root / MANIFEST).unlink(missing_ok=True)
+        for name in (EMBEDDINGS, METADATA, SKIPPED, MANIFEST):
+            os.replace(tmp / name, root / name)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
-
-
-def _swap_into_place(new: Path, root: Path) -> None:
-    if not root.exists():
-        os.replace(new, root)
-        return
-    old = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(root, old)
-    os.replace(new, root)
-    shutil.rmtree(old)
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -29,8 +29,20 @@ _HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&
 
 
 def default_store() -> str | None:
-    """The store served when none is named: the built-in demo store once it ships; None until then."""
-    return None
+    """The store served when none is named: the built-in demo store, when this checkout has it."""
+    return str(config.DEMO_STORE) if (config.DEMO_STORE / "manifest.json").is_file() else None
+
+
+DEMO_NOTICE = (
+    "This is the built-in **demo world**: 600 generated scenes of shapes, a small CLIP trained on them on a CPU, "
+    "and a multilingual text encoder distilled from it, all offline. Ask for shapes (circle, square, triangle, "
+    "star, heart), colours, sizes, counts and positions, in English, German, French, Spanish, Russian or Chinese. "
+    "To search your own photos: `clip-search precompute PHOTOS --out STORE`, then `clip-search serve STORE`."
+)
+
+
+def _is_demo(store: str) -> bool:
+    return Path(store).resolve() == config.DEMO_STORE.resolve()
 
 
 def image_roots(store: EmbeddingStore) -> list[Path]:
@@ -84,7 +96,7 @@ def build_app(
             )
         except ClipSearchError as exc:
             return [], _table(None), f"⚠️ {markdown_escape(str(exc))}"
-        return _gallery(result), _table(result), _status(query, negative, picture is not None, result)
+        return _gallery(engine, result), _table(result), _status(query, negative, picture is not None, result)
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {markdown_escape(title)}\n\n{_store_line(engine)}", latex_delimiters=[])
@@ -166,7 +178,12 @@ def launch_app(
     if store is None:
         raise ClipSearchError("no store given: name the folder of a store built by `clip-search precompute`")
     engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype)
-    demo = build_app(engine)
+    if _is_demo(store):
+        from clip_search.demo.captions import demo_examples
+
+        demo = build_app(engine, examples=[[q] for q in demo_examples()], notice=DEMO_NOTICE)
+    else:
+        demo = build_app(engine)
     log.info("serving %d images from %s on http://%s:%d", len(engine.store), engine.store.root, host, port)
     try:
         demo.launch(
@@ -223,7 +240,7 @@ def _clip(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _gallery(result: SearchResult) -> list[tuple[str, str]]:
+def _gallery(engine: SearchEngine, result: SearchResult) -> list[tuple[Any, str]]:
     """(image, caption) pairs: a URL goes to the browser as is, a local path is served from its static root."""
     items = []
     for hit in result.hits:
@@ -233,7 +250,7 @@ def _gallery(result: SearchResult) -> list[tuple[str, str]]:
         if hit.labels:
             label, probability = hit.labels[0]
             parts.append(f"{_clip(label, 40)} {probability:.0%}")
-        items.append((hit.image, " · ".join(parts)))
+        items.append((engine.image_for(hit), " · ".join(parts)))
     return items
 
 

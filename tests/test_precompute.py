@@ -186,7 +186,7 @@ def test_unfinished_work_for_another_model_is_not_mixed_in(photo_dir: Path, tiny
 
 
 def test_existing_store_needs_overwrite(folder_store: Path, photo_dir: Path, tiny_clip: Path) -> None:
-    with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+    with pytest.raises(StoreError, match="already holds a store; pass --overwrite"):
         precompute(str(photo_dir), folder_store, model=str(tiny_clip), num_workers=0, progress=False)
 
 
@@ -212,3 +212,19 @@ def test_no_good_image_keeps_the_reasons(tmp_path: Path, tiny_clip: Path) -> Non
     with pytest.raises(StoreError, match="no image of .* could be embedded \\(2 skipped\\)"):
         precompute(str(folder), tmp_path / "store", model=str(tiny_clip), num_workers=0, progress=False)
     assert read_jsonl(next((tmp_path / "store.partial").glob("shard-*")) / "skipped.jsonl")[0]["id"] == "a.jpg"
+
+
+def test_dataset_store_images_come_back_from_the_dataset(tmp_path: Path, tiny_clip: Path) -> None:
+    import datasets
+
+    from clip_search.engine import SearchEngine
+
+    images = [draw_photo(c, "circle") for c in COLOURS]
+    ds = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    ds.save_to_disk(str(tmp_path / "ds"))
+    precompute(str(tmp_path / "ds"), tmp_path / "store", model=str(tiny_clip), text_model=None, num_workers=0, progress=False)
+    engine = SearchEngine.load(tmp_path / "store")
+    hit = engine.search(image=images[2], top_k=1).hits[0]
+    assert hit.id == "2"
+    shown = engine.image_for(hit)
+    assert isinstance(shown, Image.Image) and shown.getpixel((24, 24)) == images[2].getpixel((24, 24))

@@ -462,3 +462,20 @@ def test_open_source_errors(tmp_path: Path, hf_cache: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no images found"):
         open_source(str(tmp_path / "empty"))
+
+
+def test_folder_sidecar_metadata_adds_captions(tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    from clip_search.errors import SourceError
+    from clip_search.sources import FolderSource
+
+    for name in ("a.png", "sub/b.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        PILImage.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "metadata.csv").write_text("file_name,caption\na.png,a black square\nsub/b.png,\"another, with comma\"\n")
+    source = FolderSource(tmp_path)
+    assert [source.item(i).metadata for i in range(2)] == [{"caption": "a black square", "path": "a.png"}, {"caption": "another, with comma", "path": "sub/b.png"}]
+    (tmp_path / "metadata.csv").write_text("file_name,caption\n,oops\n")
+    with pytest.raises(SourceError, match="metadata.csv, row 2: no file_name"):
+        FolderSource(tmp_path)

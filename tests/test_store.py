@@ -38,7 +38,7 @@ def test_round_trip_keeps_order_dtype_and_memory_maps(tmp_path: Path) -> None:
 
 def test_existing_store_is_not_replaced_without_overwrite(tmp_path: Path) -> None:
     root = make_store(tmp_path / "s", n=5)
-    with pytest.raises(StoreError, match="already exists"):
+    with pytest.raises(StoreError, match="already holds a store"):
         make_store(root, n=3)
     assert len(EmbeddingStore.open(root)) == 5
 
@@ -51,6 +51,14 @@ def test_overwrite_swaps_the_whole_store(tmp_path: Path) -> None:
     write_store(root, emb, meta, manifest, overwrite=True)
     assert len(EmbeddingStore.open(root)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temporary or old folders left
+
+
+def test_store_written_into_a_folder_keeps_its_other_files(tmp_path: Path) -> None:
+    (tmp_path / "s" / "images").mkdir(parents=True)
+    (tmp_path / "s" / "images" / "a.png").write_bytes(b"png")
+    make_store(tmp_path / "s", n=3)
+    assert len(EmbeddingStore.open(tmp_path / "s")) == 3
+    assert (tmp_path / "s" / "images" / "a.png").read_bytes() == b"png"
 
 
 def _edit_manifest(root: Path, **changes) -> None:

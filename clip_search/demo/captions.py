@@ -449,3 +449,18 @@ def label_names(kind: str, lang: str = "en") -> tuple[str, ...]:
 def label_prompts(kind: str, lang: str = "en", template_index: int = 0) -> tuple[str, ...]:
     """One sentence per value of `kind`, phrased as a one-attribute query ("a red shape", "a star")."""
     return tuple(query_text(Query(**{kind: v}), lang, template_index) for v in label_values(kind))
+
+
+DEMO_EXAMPLE_QUERIES: tuple[Query, ...] = (
+    Query(shape="star", color="red"),
+    Query(shape="circle", color="blue", size="large"),
+    Query(shape="heart", count=2),
+    Query(shape="triangle", color="yellow"),
+    Query(color="green", shape="square", count=3),
+    Query(shape="heart", color="purple"),
+)
+
+
+def demo_examples() -> list[str]:
+    """Example prompts for the demo app: each example query, in a different language each (cycling)."""
+    return [query_text(q, LANGUAGES[i % len(LANGUAGES)]) for i, q in enumerate(DEMO_EXAMPLE_QUERIES)]

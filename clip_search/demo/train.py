@@ -123,7 +123,7 @@ def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, pro
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 100 == 0:
             log.info("step %d loss %.4f", step, losses[-1])
     model.eval()

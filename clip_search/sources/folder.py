@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 class FolderSource:
     """Every image file under `root` (extensions in IMAGE_EXTENSIONS, any case), hidden entries skipped.
 
-    Items are ordered by their POSIX path relative to `root`, which is also their id.
+    Items are ordered by their POSIX path relative to `root`, which is also their id. A `metadata.csv` or
+    `metadata.jsonl` at the root with a `file_name` column (the Hugging Face imagefolder convention) adds its
+    other columns (captions, tags …) to the matching images' metadata.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -28,6 +32,7 @@ class FolderSource:
             raise SourceError(f"not a folder: {root}")
         self.root = path.resolve()
         self._paths, self._skips = list_images(self.root)
+        self._extra = read_sidecar_metadata(self.root)
         if not self._paths:
             exts = " ".join(sorted(IMAGE_EXTENSIONS))
             raise SourceError(f"no images found in folder {self.root} (looked for {exts})")
@@ -38,7 +43,7 @@ class FolderSource:
     def item(self, index: int) -> SourceItem:
         """The item at `index`: id and metadata are its relative path."""
         rel = self._paths[index]
-        return SourceItem(index=index, id=rel, metadata={"path": rel})
+        return SourceItem(index=index, id=rel, metadata={**self._extra.get(rel, {}), "path": rel})
 
     def fetch(self, index: int) -> bytes:
         """The file's bytes; an unreadable file is a `SkipItem`."""
@@ -58,6 +63,29 @@ class FolderSource:
 
     def __repr__(self) -> str:
         return f"FolderSource({str(self.root)!r}, count={len(self._paths)})"
+
+
+SIDECARS = ("metadata.jsonl", "metadata.csv")
+
+
+def read_sidecar_metadata(root: Path) -> dict[str, dict[str, str]]:
+    """Per-image columns from the root's metadata.jsonl / metadata.csv, keyed by `file_name` (relative path)."""
+    for name in SIDECARS:
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                rows = [json.loads(line) for line in f if line.strip()] if name.endswith(".jsonl") else list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+            raise SourceError(f"cannot read {path}: {exc}") from None
+        extra: dict[str, dict[str, str]] = {}
+        for number, row in enumerate(rows, start=2 if name.endswith(".csv") else 1):
+            if not isinstance(row, dict) or not row.get("file_name"):
+                raise SourceError(f"{path}, row {number}: no file_name")
+            extra[Path(str(row["file_name"])).as_posix()] = {k: "" if v is None else str(v) for k, v in row.items() if k not in ("file_name", "path", "id")}
+        return extra
+    return {}
 
 
 def list_images(root: Path) -> tuple[list[str], list[dict[str, Any]]]:

@@ -1,0 +1,52 @@
+"""Assemble the demo world's pieces: the student's starting encoder, parallel captions, and the demo store.
+
+Each piece is made by the same library functions users run (`distill`, `precompute`); this module only
+prepares their inputs from generated scenes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+from pathlib import Path
+
+from clip_search.demo.captions import LANGUAGES, caption, full_caption, parallel_pairs
+from clip_search.demo.scenes import STORE_SEED, TRAIN_SEED, generate_scenes, render
+from clip_search.scratch import new_text_encoder, train_wordpiece_tokenizer
+
+STUDENT_SEED = TRAIN_SEED + 7  # scenes for the student's data: disjoint from the CLIP's and from evaluation
+
+
+def make_student_base(out: str | Path, *, scenes: int = 4000, vocab_size: int = 3000, hidden_size: int = 128, layers: int = 3, heads: int = 4, seed: int = STUDENT_SEED) -> Path:
+    """A fresh small BERT with a WordPiece vocabulary trained on demo captions in every language."""
+    rng = random.Random(seed)
+    texts = [caption(s, lang, rng) for s in generate_scenes(scenes, seed) for lang in LANGUAGES]
+    texts += [full_caption(s, lang, t) for s in generate_scenes(300, seed + 1) for lang in LANGUAGES for t in range(3)]
+    tokenizer = train_wordpiece_tokenizer(texts, vocab_size=vocab_size, max_length=64)
+    return new_text_encoder(tokenizer, out, hidden_size=hidden_size, layers=layers, heads=heads, seed=seed)
+
+
+def write_parallel(out: str | Path, *, scenes: int = 6000, seed: int = STUDENT_SEED) -> Path:
+    """A TSV of (source, translation, lang) demo captions, English paired with itself too (as in the paper)."""
+    out = Path(out)
+    pairs = parallel_pairs(generate_scenes(scenes, seed), LANGUAGES, random.Random(seed))
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["source", "translation", "lang"])
+        writer.writerows((english, translation, lang) for english, lang, translation in pairs)
+    return out
+
+
+def write_store_images(folder: str | Path, *, scenes: int = 600, size: int = 128, seed: int = STORE_SEED) -> Path:
+    """Render the demo store's scenes as PNG files, with an English caption per image in metadata.jsonl."""
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with open(folder / "metadata.jsonl", "w", encoding="utf-8") as f:
+        for i, scene in enumerate(generate_scenes(scenes, seed)):
+            name = f"scene-{i:04d}.png"
+            render(scene, size).save(folder / name, optimize=True)
+            f.write(json.dumps({"file_name": name, "caption": full_caption(scene, "en"), **{k: str(v) for k, v in scene.attributes().items()}}) + "\n")
+    return folder

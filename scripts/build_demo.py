@@ -1,0 +1,63 @@
+"""Rebuild the demo world: train the demo CLIP, distil the multilingual student, build the demo store, evaluate.
+
+Usage: python scripts/build_demo.py [--skip-train] [--skip-distill]   (about 25 minutes on two CPU cores)
+Each step is the library function users run (train-demo, distill, precompute, eval); this script only chains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from clip_search import config  # noqa: E402
+from clip_search.cli import _quiet_libraries  # noqa: E402
+from clip_search.demo.build import make_student_base, write_parallel, write_store_images  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-train", action="store_true", help="keep models/demo-clip as it is")
+    parser.add_argument("--skip-distill", action="store_true", help="keep models/demo-mclip as it is")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    record: dict = {}
+    if not args.skip_train:
+        from clip_search.demo.train import train_demo_clip
+
+        report = train_demo_clip(config.DEMO_CLIP)
+        record["train"] = report.as_dict()
+        (config.DEMO_CLIP / "training.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    if not args.skip_distill:
+        from clip_search.distill import distill
+
+        with tempfile.TemporaryDirectory() as tmp:
+            base = make_student_base(Path(tmp) / "base")
+            parallel = write_parallel(Path(tmp) / "parallel.tsv")
+            shutil.rmtree(config.DEMO_STUDENT, ignore_errors=True)
+            report = distill(str(config.DEMO_CLIP), str(base), str(parallel), str(config.DEMO_STUDENT), **DEMO_DISTILL)
+        print(report.table())
+    from clip_search.precompute import precompute
+
+    images = write_store_images(config.DEMO_STORE / "images")
+    precompute(str(images), config.DEMO_STORE, model=str(config.DEMO_CLIP), text_model=str(config.DEMO_STUDENT), batch_size=64, num_workers=0, overwrite=True)
+    from clip_search.demo.evaluate import evaluate
+
+    print(evaluate(config.DEMO_CLIP, config.DEMO_STUDENT).table())
+    return 0
+
+
+# The demo student's distillation settings (a fresh small BERT learns fast with a high learning rate).
+DEMO_DISTILL = dict(epochs=8, batch_size=64, lr=5e-4, seed=0)
+
+if __name__ == "__main__":
+    sys.exit(main())
