@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from clip_search import config
 from clip_search.errors import ClipSearchError, QueryError
@@ -115,6 +116,52 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_distill_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the `distill` subcommand on an argparse subparsers object."""
+    p = subparsers.add_parser("distill", help="distill a CLIP text encoder into a multilingual student (parallel sentences)")
+    p.add_argument("--teacher", default=config.DEFAULT_MODEL, help=f"CLIP checkpoint: hub id or folder (default {config.DEFAULT_MODEL})")
+    p.add_argument("--student", default=config.DISTILL_STUDENT, help="a plain encoder (hub id or folder) or a sentence-transformers student to train further (default %(default)s)")
+    p.add_argument("--parallel", required=True, help="parallel sentences: .tsv/.csv (source, translation, lang), .jsonl, hf://datasets/NAME[:config] or a dataset folder")
+    p.add_argument("--out", required=True, help="folder to write the student, its model card and report to")
+    p.add_argument("--epochs", type=int, default=config.DISTILL_EPOCHS, help="passes over the training pairs (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=config.DISTILL_BATCH_SIZE, help="pairs per step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=config.DISTILL_LR, help="peak learning rate of the head (default %(default)s)")
+    p.add_argument("--freeze-body", action="store_true", help="train only the dense head, not the transformer")
+    p.add_argument("--layer-lr-decay", type=float, default=None, help="learning rate x this per layer down from the head, e.g. 0.9 (default: none)")
+    p.add_argument("--max-seq-length", type=int, default=config.DISTILL_MAX_SEQ_LENGTH, help="student tokens per sentence (default %(default)s)")
+    p.add_argument("--held-out", type=float, default=config.DISTILL_HELD_OUT, help="fraction of each language's pairs held out to measure (default %(default)s)")
+    p.add_argument("--seed", type=int, default=config.DISTILL_SEED, help="seed of initialisation, shuffling and the held-out split (default %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_distill)
+    return p
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Run `distill` from parsed arguments and print its table."""
+    from clip_search.distill import distill
+
+    report = distill(
+        args.teacher,
+        args.student,
+        args.parallel,
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        freeze_body=args.freeze_body,
+        layer_lr_decay=args.layer_lr_decay,
+        max_seq_length=args.max_seq_length,
+        held_out_fraction=args.held_out,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(report.table())
+    print(f"wrote {report.out} (model card README.md, distill_report.json, clip_search.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="clip-search", description="Natural-language image search with CLIP.")
@@ -155,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_serve)
+
+    add_distill_parser(sub)
 
     p = sub.add_parser("eval", help="measure retrieval quality on held-out demo scenes (precision@k per language, zero-shot accuracy)")
     p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP to evaluate (default: the demo CLIP)")
