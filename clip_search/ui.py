@@ -162,6 +162,26 @@ def build_app(
     return demo
 
 
+def load_app(
+    store: str | None,
+    *,
+    model: str | None = None,
+    text_model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> tuple[SearchEngine, gr.Blocks]:
+    """The engine for `store` (default: `default_store()`) and the page built on it (demo prompts for the demo)."""
+    store = store if store is not None else default_store()
+    if store is None:
+        raise ClipSearchError("no store given: name the folder of a store built by `clip-search precompute`")
+    engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype)
+    if _is_demo(store):
+        from clip_search.demo.captions import demo_examples
+
+        return engine, build_app(engine, examples=[[q] for q in demo_examples()], notice=DEMO_NOTICE)
+    return engine, build_app(engine)
+
+
 def launch_app(
     store: str | None,
     *,
@@ -173,17 +193,8 @@ def launch_app(
     port: int = config.APP_PORT,
     share: bool = False,
 ) -> None:
-    """Load the engine for `store` (default: `default_store()`) and serve the app until interrupted."""
-    store = store if store is not None else default_store()
-    if store is None:
-        raise ClipSearchError("no store given: name the folder of a store built by `clip-search precompute`")
-    engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype)
-    if _is_demo(store):
-        from clip_search.demo.captions import demo_examples
-
-        demo = build_app(engine, examples=[[q] for q in demo_examples()], notice=DEMO_NOTICE)
-    else:
-        demo = build_app(engine)
+    """Load the app for `store` and serve it until interrupted."""
+    engine, demo = load_app(store, model=model, text_model=text_model, device=device, dtype=dtype)
     log.info("serving %d images from %s on http://%s:%d", len(engine.store), engine.store.root, host, port)
     try:
         demo.launch(

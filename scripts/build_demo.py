@@ -30,13 +30,13 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    record: dict = {}
+    os.chdir(config.REPO_ROOT)  # model paths written into cards and manifests stay repository-relative
+    clip_dir, student_dir = config.DEMO_CLIP.relative_to(config.REPO_ROOT), config.DEMO_STUDENT.relative_to(config.REPO_ROOT)
     if not args.skip_train:
         from clip_search.demo.train import train_demo_clip
 
-        report = train_demo_clip(config.DEMO_CLIP)
-        record["train"] = report.as_dict()
-        (config.DEMO_CLIP / "training.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        report = train_demo_clip(clip_dir)
+        (clip_dir / "training.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     if not args.skip_distill:
         from clip_search.distill import distill
 
@@ -44,20 +44,20 @@ def main() -> int:
             base = make_student_base(Path(tmp) / "base")
             parallel = write_parallel(Path(tmp) / "parallel.tsv")
             shutil.rmtree(config.DEMO_STUDENT, ignore_errors=True)
-            report = distill(str(config.DEMO_CLIP), str(base), str(parallel), str(config.DEMO_STUDENT), **DEMO_DISTILL)
+            report = distill(str(clip_dir), str(base), str(parallel), str(student_dir), **DEMO_DISTILL)
         print(report.table())
     from clip_search.precompute import precompute
 
     images = write_store_images(config.DEMO_STORE / "images")
-    precompute(str(images), config.DEMO_STORE, model=str(config.DEMO_CLIP), text_model=str(config.DEMO_STUDENT), batch_size=64, num_workers=0, overwrite=True)
+    precompute(str(images), config.DEMO_STORE, model=str(clip_dir), text_model=str(student_dir), batch_size=64, num_workers=0, overwrite=True)
     from clip_search.demo.evaluate import evaluate
 
-    print(evaluate(config.DEMO_CLIP, config.DEMO_STUDENT).table())
+    print(evaluate(clip_dir, student_dir).table())
     return 0
 
 
 # The demo student's distillation settings (a fresh small BERT learns fast with a high learning rate).
-DEMO_DISTILL = dict(epochs=8, batch_size=64, lr=5e-4, seed=0)
+DEMO_DISTILL = dict(epochs=3, batch_size=64, lr=5e-4, seed=0, progress=False)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from clip_search.demo.captions import caption, full_caption
-from clip_search.demo.scenes import TRAIN_SEED, generate_scenes, render
+from clip_search.device import resolve_device
+from clip_search.demo.captions import TEMPLATE_COUNT, caption, full_caption, query_text
+from clip_search.demo.scenes import TRAIN_SEED, Query, Scene, generate_scenes, render
 from clip_search.scratch import new_clip, save_clip, train_clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class TrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 150
     weight_decay: float = 0.05
+    single_attribute_prob: float = 0.4  # share of captions naming one attribute alone ("a star"): teaches each attribute
     seed: int = TRAIN_SEED
 
 
@@ -70,6 +72,18 @@ def _pixels(processor, scenes, image_size: int, chunk: int = 512) -> torch.Tenso
     return torch.cat(out)
 
 
+# Shape is the hardest attribute to learn from pixels (colour comes almost free), so it is named alone most often.
+_SINGLE_ATTRIBUTE_WEIGHTS = {"shape": 4, "color": 1, "size": 1, "count": 1, "position": 1, "background": 1}
+
+
+def _training_caption(scene: Scene, rng: random.Random, single_attribute_prob: float) -> str:
+    """A random true English caption; sometimes one naming a single attribute, so each is learned on its own."""
+    if rng.random() < single_attribute_prob:
+        kind = rng.choices(list(_SINGLE_ATTRIBUTE_WEIGHTS), weights=list(_SINGLE_ATTRIBUTE_WEIGHTS.values()))[0]
+        return query_text(Query.from_scene(scene, (kind,)), "en", rng.randrange(TEMPLATE_COUNT))
+    return caption(scene, "en", rng)
+
+
 def _lr_at(step: int, config: TrainConfig) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -77,7 +91,7 @@ def _lr_at(step: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, progress: bool = True) -> TrainReport:
+def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, device: str | None = "cpu", progress: bool = True) -> TrainReport:
     """Train the demo CLIP and save it (model, tokenizer, processor) to `out` with save_pretrained."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -97,7 +111,9 @@ def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, pro
         seed=config.seed,
     )
     log.info("rendering %d training scenes", len(scenes))
-    pixels = _pixels(processor, scenes, config.image_size)
+    dev = resolve_device(device)
+    pixels = _pixels(processor, scenes, config.image_size).to(dev)
+    model.to(dev)
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -110,10 +126,10 @@ def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, pro
     for step in tqdm(range(config.steps), desc="train-demo", unit="step", disable=not progress):
         if cursor + config.batch_size > len(order):
             order, cursor = torch.randperm(len(scenes), generator=generator), 0
-        batch = order[cursor : cursor + config.batch_size]
+        batch = order[cursor : cursor + config.batch_size].to(dev)
         cursor += config.batch_size
-        texts = [caption(scenes[int(i)], "en", rng) for i in batch]
-        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        texts = [_training_caption(scenes[int(i)], rng, config.single_attribute_prob) for i in batch.tolist()]
+        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(dev)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, config)
         loss = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels[batch].float(), return_loss=True).loss
@@ -126,7 +142,7 @@ def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, pro
         losses.append(loss.item())
         if step % 100 == 0:
             log.info("step %d loss %.4f", step, losses[-1])
-    model.eval()
+    model.eval().cpu()
     save_clip(model, processor, out)
     window = max(1, min(50, len(losses) // 5))
     report = TrainReport(config, sum(losses[:window]) / window, sum(losses[-window:]) / window, time.perf_counter() - started, losses)
