@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     store = os.environ.get("CLIP_SEARCH_STORE") or (args[0] if args else None)
     host = "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"  # Spaces routes traffic to the container
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own health checks, one line per request
 
     from clip_search.errors import ClipSearchError
     from clip_search.store import EmbeddingStore

@@ -1,0 +1,57 @@
+"""The `clip-search` command as a user runs it: JSON output, labels, image queries, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clip_search import config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def clip_search(*args: str) -> subprocess.CompletedProcess:
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "clip_search.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_search_json_with_labels_on_the_demo_store() -> None:
+    result = clip_search("search", str(config.DEMO_STORE), "drei blaue Quadrate", "--top-k", "4", "--labels", "red, blue, green", "--json")
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(Path(h["image"]).is_file() and h["caption"] for h in hits)
+    assert all(sum(label["probability"] for label in h["labels"]) == pytest.approx(1, abs=1e-4) for h in hits)
+    assert [h["labels"][0]["label"] for h in hits].count("blue") >= 3
+
+
+def test_search_by_image_prints_a_table(folder_store: Path, photo_dir: Path) -> None:
+    result = clip_search("search", str(folder_store), "--image", str(photo_dir / "jpg" / "red-circle.jpg"), "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0].split()
+    assert first[0] == "1" and first[2].endswith("jpg/red-circle.jpg")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("search", "/no/such/store", "a cat"), "no embedding store at /no/such/store"),
+        (("search", str(config.DEMO_STORE), "   "), "the query is empty"),
+        (("search", str(config.DEMO_STORE), "a cat", "--model", "openai/clip-vit-base-patch32"), "was made by ../../models/demo-clip, not openai/clip-vit-base-patch32"),
+        (("search", str(config.DEMO_STORE), "--image", "/no/such.jpg"), "cannot read query image /no/such.jpg"),
+        (("search", str(config.DEMO_STORE), "a cat", "--labels", " , "), "--labels is empty"),
+        (("precompute", str(config.DEMO_STORE / "images"), "--out", "/tmp/clip-search-never", "--model", "no-such-org/no-such-clip"), "cannot load CLIP model id 'no-such-org/no-such-clip'"),
+        (("precompute", "/no/such/folder", "--out", "/tmp/clip-search-never"), "no such folder, file or dataset: /no/such/folder"),
+    ],
+)
+def test_expected_failures_are_one_line_and_exit_1(args: tuple[str, ...], message: str) -> None:
+    result = clip_search(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("clip-search")]) == 1
