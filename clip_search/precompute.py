@@ -277,14 +277,12 @@ def _finalise(workdir: Path, out: Path, source: Source, clip: ClipEncoder, text_
     shards = _shards(workdir)
     if not shards or shards[-1][1] != len(source):
         raise StoreError(f"precompute at {workdir} is incomplete: shards cover {shards[-1][1] if shards else 0} of {len(source)} items")
-    matrices = [np.load(path / EMBEDDINGS) for _, _, path in shards]
-    embeddings = np.concatenate(matrices) if matrices else np.zeros((0, clip.dim), STORE_DTYPE)
-    if embeddings.shape[0] == 0:
-        embeddings = np.zeros((0, clip.dim), STORE_DTYPE)
-    tables = [t for t in (pq.read_table(path / METADATA) for _, _, path in shards) if t.num_rows]
     skipped = list(source.listing_skips()) + [row for _, _, path in shards for row in read_jsonl(path / SKIPPED)]
+    tables = [t for t in (pq.read_table(path / METADATA) for _, _, path in shards) if t.num_rows]
     if not tables:
         raise StoreError(f"no image of {source.describe().get('root') or source.describe()} could be embedded ({len(skipped)} skipped); see the reasons in {workdir}")
+    # A shard whose items were all skipped holds a 0×0 matrix: leave it out of the join.
+    embeddings = np.concatenate([m for m in (np.load(path / EMBEDDINGS) for _, _, path in shards) if m.shape[0]])
     metadata = pa.concat_tables(tables, promote_options="default").drop_columns([_INDEX])
     manifest = build_manifest(
         model_id=_portable_ref(clip.model_id, out),

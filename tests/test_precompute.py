@@ -228,3 +228,17 @@ def test_dataset_store_images_come_back_from_the_dataset(tmp_path: Path, tiny_cl
     assert hit.id == "2"
     shown = engine.image_for(hit)
     assert isinstance(shown, Image.Image) and shown.getpixel((24, 24)) == images[2].getpixel((24, 24))
+
+
+def test_a_shard_of_only_bad_files_does_not_break_the_join(tmp_path: Path, tiny_clip: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a-broken.jpg").write_bytes(b"\xff\xd8\xff")  # truncated JPEG header
+    (folder / "b-empty.png").write_bytes(b"")
+    for name in ("c.png", "d.png", "e.png"):
+        draw_photo("red", "circle").save(folder / name)
+    report = precompute(str(folder), tmp_path / "store", model=str(tiny_clip), text_model=None, batch_size=2, shard_size=2, num_workers=0, progress=False)
+    assert (report.count, report.skipped) == (3, 2)
+    store = EmbeddingStore.open(tmp_path / "store")
+    assert [r["id"] for r in store.rows(range(3))] == ["c.png", "d.png", "e.png"]
+    assert [row["id"] for row in read_jsonl(tmp_path / "store" / "skipped.jsonl")] == ["a-broken.jpg", "b-empty.png"]
