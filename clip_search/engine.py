@@ -110,10 +110,11 @@ class SearchEngine:
                 f"search it with its own model, or precompute a store with {model}"
             )
         clip = ClipEncoder.load(stored_model, revision=store.model_revision, device=device, dtype=dtype)
-        student_ref = text_model if text_model is not None else store.text_model
+        # A model the manifest names may be relative to the store; one the caller names is taken as given.
+        student_ref = text_model if text_model is not None else (store.text_model and resolve_model_ref(store.text_model, store.root))
         student = None
         if student_ref and student_ref != CLIP_TEXT:
-            student = StudentTextEncoder.load(resolve_model_ref(student_ref, store.root), device=device)
+            student = StudentTextEncoder.load(student_ref, device=device)
         return cls(store, clip, student)
 
     @property
