@@ -55,3 +55,16 @@ def test_expected_failures_are_one_line_and_exit_1(args: tuple[str, ...], messag
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("clip-search")]) == 1
+
+
+def test_scripts_are_the_same_commands(tiny_clip: Path, photo_dir: Path, tmp_path: Path) -> None:
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    built = subprocess.run(
+        [sys.executable, "scripts/precompute.py", str(photo_dir), "--out", str(tmp_path / "s"), "--model", str(tiny_clip), "--text-model", "none", "--workers", "0", "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "16 images embedded, 0 skipped" in built.stdout
+    found = subprocess.run([sys.executable, "scripts/search.py", str(tmp_path / "s"), "a red circle", "--top-k", "3", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)) == 3
