@@ -94,9 +94,10 @@ def build_app(
                 top_k=_top_k(top_k),
                 labels=parse_labels(labels_text or ""),
             )
-        except ClipSearchError as exc:
+            gallery = _gallery(engine, result)
+        except (ClipSearchError, SkipItem) as exc:  # SkipItem: a dataset image that no longer decodes
             return [], _table(None), f"⚠️ {markdown_escape(str(exc))}"
-        return _gallery(engine, result), _table(result), _status(query, negative, picture is not None, result)
+        return gallery, _table(result), _status(query, negative, picture is not None, result)
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {markdown_escape(title)}\n\n{_store_line(engine)}", latex_delimiters=[])
