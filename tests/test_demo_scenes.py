@@ -24,6 +24,7 @@ from clip_search.demo.captions import (
     random_query,
 )
 from clip_search.demo.scenes import (
+    truth_matrix,
     ATTRIBUTES,
     BACKGROUND_RGB,
     BACKGROUNDS,
@@ -236,6 +237,16 @@ def test_matches_agrees_with_brute_force():
         got = [s.matches(q) for s in scenes]
         want = [all(s.attributes()[k] == v for k, v in constraints.items()) for s in scenes]
         assert got == want
+
+
+def test_truth_matrix_is_matches_for_every_pair():
+    scenes = generate_scenes(200, seed=3)
+    rng = random.Random(1)
+    queries = [Query()] + [Query(**{k: rng.choice(v) for k, v in ALL_VALUES.items() if rng.random() < 0.4}) for _ in range(60)]
+    truth = truth_matrix(queries, scenes)
+    assert truth.shape == (61, 200) and truth.dtype == bool
+    assert truth.tolist() == [[s.matches(q) for s in scenes] for q in queries]
+    assert truth[0].all() and 0 < truth[1:].sum() < truth[1:].size
 
 
 # ----------------------------------------------------------------------------------------- captions

@@ -7,13 +7,47 @@ import subprocess
 import sys
 from pathlib import Path
 
+import random
+
 import torch
+import torch.nn.functional as F
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.demo.train import TrainConfig, train_demo_clip
+from clip_search.demo.scenes import Query, generate_scenes, truth_matrix
+from clip_search.demo.train import TrainConfig, contrastive_loss, train_demo_clip, training_query
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = TrainConfig(scenes=600, image_size=32, patch_size=8, hidden_size=32, layers=2, heads=2, projection_dim=16, vocab_size=400, batch_size=32, steps=300, warmup_steps=20, lr=2e-3)
+TINY = TrainConfig(
+    scenes=600, image_size=32, patch_size=8, hidden_size=32, layers=2, heads=2, projection_dim=16, vocab_size=400,
+    batch_size=32, steps=300, shape_steps=60, structure_steps=60, warmup_steps=20, lr=2e-3,
+)
+
+
+def test_contrastive_loss_with_one_true_image_per_caption_is_clips_loss() -> None:
+    logits = torch.randn(6, 6, generator=torch.Generator().manual_seed(0)) * 5
+    clip_loss = (F.cross_entropy(logits, torch.arange(6)) + F.cross_entropy(logits.T, torch.arange(6))) / 2
+    assert torch.allclose(contrastive_loss(logits, torch.eye(6, dtype=torch.bool)), clip_loss)
+
+
+def test_contrastive_loss_does_not_push_apart_a_caption_and_another_image_it_is_true_of() -> None:
+    # Captions 0 and 1 are both "a star" and images 0 and 1 are both stars: scoring them alike is the optimum.
+    truth = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    alike = torch.tensor([[9.0, 9.0, 0.0], [9.0, 9.0, 0.0], [0.0, 0.0, 9.0]])
+    apart = torch.tensor([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 9.0]])
+    assert contrastive_loss(alike, truth) < contrastive_loss(apart, truth)
+    assert contrastive_loss(alike, torch.eye(3, dtype=torch.bool)) > contrastive_loss(apart, torch.eye(3, dtype=torch.bool))
+
+
+def test_training_captions_follow_the_curriculum_and_are_true_of_their_scene() -> None:
+    config = TrainConfig(shape_steps=10, structure_steps=10)
+    scenes, rng = generate_scenes(200, seed=5), random.Random(0)
+    phases = {step: [training_query(s, step, config, rng) for s in scenes] for step in (0, 15, 25)}
+    assert {tuple(q.attributes()) for q in phases[0]} == {("shape",)}
+    assert {k for q in phases[15] for k in q.attributes()} == {"shape", "count", "size"}
+    assert {k for q in phases[25] for k in q.attributes()} >= {"color", "position", "background"}
+    for queries in phases.values():
+        assert truth_matrix(queries, scenes).diagonal().all()
+    assert Query() not in phases[25]
 
 
 def test_short_training_run_lowers_the_loss_and_saves_a_loadable_clip(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from clip_search.classify import embed_labels, zero_shot_probabilities
 from clip_search.demo.captions import LANGUAGES, label_prompts, label_values, query_text
-from clip_search.demo.scenes import EVAL_SEED, Query, Scene, generate_scenes, render
+from clip_search.demo.scenes import EVAL_SEED, Query, Scene, generate_scenes, render, truth_matrix
 from clip_search.engine import SearchEngine
 from clip_search.precompute import precompute
 from clip_search.search import top_k
@@ -61,13 +61,9 @@ class EvalReport:
 
 def eval_queries(scenes: Sequence[Scene], min_matches: int = max(K_VALUES)) -> list[Query]:
     """Every query of QUERY_KINDS with at least `min_matches` matching scenes in the gallery."""
-    queries = []
-    for kinds in QUERY_KINDS:
-        for values in itertools.product(*(label_values(k) for k in kinds)):
-            query = Query(**dict(zip(kinds, values)))
-            if sum(s.matches(query) for s in scenes) >= min_matches:
-                queries.append(query)
-    return queries
+    candidates = [Query(**dict(zip(kinds, values))) for kinds in QUERY_KINDS for values in itertools.product(*(label_values(k) for k in kinds))]
+    matches = truth_matrix(candidates, scenes).sum(axis=1)
+    return [q for q, n in zip(candidates, matches) if n >= min_matches]
 
 
 def precision_at(matrix: np.ndarray, query_vectors: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = K_VALUES) -> dict[int, float]:
@@ -103,7 +99,7 @@ def evaluate(
         matrix = engine.store.matrix
         # Rows are in sorted file order, which is scene order (zero-padded names).
         queries = eval_queries(gallery)
-        relevant = np.array([[s.matches(q) for s in gallery] for q in queries])
+        relevant = truth_matrix(queries, gallery)
         encoders = {CLIP_ENGLISH: ("en", engine.clip)}
         if engine.multilingual:
             encoders[STUDENT_ENGLISH] = ("en", engine.text_encoder)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart")
@@ -210,6 +212,18 @@ class Scene:
         """Whether the scene meets every constraint the query sets."""
         attrs = self.attributes()
         return all(attrs[k] == v for k, v in query.attributes().items())
+
+
+def _codes(items: Sequence[Scene] | Sequence[Query]) -> np.ndarray:
+    """Each item's attributes as indices into their allowed values, in `ATTRIBUTES` order; -1 where a query sets none."""
+    index = {name: {v: i for i, v in enumerate(allowed)} for name, allowed in _ALLOWED.items()}
+    return np.array([[-1 if getattr(it, k) is None else index[k][getattr(it, k)] for k in ATTRIBUTES] for it in items], dtype=np.int8).reshape(len(items), len(ATTRIBUTES))
+
+
+def truth_matrix(queries: Sequence[Query], scenes: Sequence[Scene]) -> np.ndarray:
+    """queries x scenes booleans: whether each scene meets every constraint of each query (`Scene.matches`, at once)."""
+    q, s = _codes(queries)[:, None, :], _codes(scenes)[None, :, :]
+    return ((q == -1) | (q == s)).all(axis=-1)
 
 
 def generate_scene(rng: random.Random) -> Scene:
