@@ -28,7 +28,7 @@ def make_student_base(out: str | Path, *, scenes: int = 4000, vocab_size: int = 
     return new_text_encoder(tokenizer, out, hidden_size=hidden_size, layers=layers, heads=heads, seed=seed)
 
 
-def write_parallel(out: str | Path, *, scenes: int = 3000, seed: int = STUDENT_SEED) -> Path:
+def write_parallel(out: str | Path, *, scenes: int = 6000, seed: int = STUDENT_SEED) -> Path:
     """A TSV of (source, translation, lang) demo captions, English paired with itself too (as in the paper)."""
     out = Path(out)
     pairs = parallel_pairs(generate_scenes(scenes, seed), LANGUAGES, random.Random(seed))

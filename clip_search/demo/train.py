@@ -61,17 +61,22 @@ class TrainConfig:
 
 @dataclass
 class TrainReport:
-    """Loss at the start and the end of training, and how long it took."""
+    """Loss at the start and the end of training, and how long it took on what."""
 
     config: TrainConfig
     first_loss: float
     final_loss: float
     seconds: float
     losses: list[float] = field(default_factory=list)
+    device: str = "cpu"
+    torch_threads: int = 1
 
     def as_dict(self) -> dict:
         """JSON-able form, for the model folder's training record."""
-        return {"config": asdict(self.config), "first_loss": self.first_loss, "final_loss": self.final_loss, "seconds": round(self.seconds, 1)}
+        return {
+            "config": asdict(self.config), "first_loss": self.first_loss, "final_loss": self.final_loss, "seconds": round(self.seconds, 1),
+            "device": self.device, "torch_threads": self.torch_threads, "torch": torch.__version__,
+        }
 
 
 def _pixels(processor, scenes, image_size: int, chunk: int = 512) -> torch.Tensor:
@@ -177,6 +182,6 @@ def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, dev
     model.eval().cpu()
     save_clip(model, processor, out)
     window = max(1, min(50, len(losses) // 5))
-    report = TrainReport(config, sum(losses[:window]) / window, sum(losses[-window:]) / window, time.perf_counter() - started, losses)
+    report = TrainReport(config, sum(losses[:window]) / window, sum(losses[-window:]) / window, time.perf_counter() - started, losses, str(dev), torch.get_num_threads())
     log.info("trained in %.0f s: loss %.3f -> %.3f", report.seconds, report.first_loss, report.final_loss)
     return report
