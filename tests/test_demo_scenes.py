@@ -24,7 +24,6 @@ from clip_search.demo.captions import (
     random_query,
 )
 from clip_search.demo.scenes import (
-    truth_matrix,
     ATTRIBUTES,
     BACKGROUND_RGB,
     BACKGROUNDS,
@@ -41,6 +40,7 @@ from clip_search.demo.scenes import (
     generate_scenes,
     layout,
     render,
+    truth_matrix,
 )
 
 ALL_VALUES = {

@@ -139,6 +139,7 @@ _ALLOWED: dict[str, tuple] = {
     "position": POSITIONS,
     "background": BACKGROUNDS,
 }
+_VALUE_INDEX: dict[str, dict] = {name: {v: i for i, v in enumerate(allowed)} for name, allowed in _ALLOWED.items()}
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,8 @@ class Scene:
 
 def _codes(items: Sequence[Scene] | Sequence[Query]) -> np.ndarray:
     """Each item's attributes as indices into their allowed values, in `ATTRIBUTES` order; -1 where a query sets none."""
-    index = {name: {v: i for i, v in enumerate(allowed)} for name, allowed in _ALLOWED.items()}
-    return np.array([[-1 if getattr(it, k) is None else index[k][getattr(it, k)] for k in ATTRIBUTES] for it in items], dtype=np.int8).reshape(len(items), len(ATTRIBUTES))
+    rows = [[-1 if getattr(it, k) is None else _VALUE_INDEX[k][getattr(it, k)] for k in ATTRIBUTES] for it in items]
+    return np.array(rows, dtype=np.int8).reshape(len(items), len(ATTRIBUTES))
 
 
 def truth_matrix(queries: Sequence[Query], scenes: Sequence[Scene]) -> np.ndarray:

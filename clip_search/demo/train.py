@@ -7,9 +7,9 @@ symmetric contrastive loss on (rendered scene, English caption) pairs. Two choic
   caption can be true of several images in a batch. The scenes' attributes say exactly which, so the loss's
   targets are spread over every true pair instead of calling the other true images negatives
   (`contrastive_loss`; with one true image per caption it is CLIP's loss exactly).
-- A curriculum. Colour is learned in a few dozen steps and, trained together from the start, it crowds out
-  shape, which a small ViT needs hundreds of steps to see. Captions therefore name shape alone first, then
-  shape, count and size, and only then everything (`CURRICULUM`, `training_query`).
+- A curriculum. Colour is learned within a couple of hundred steps and, trained together from the start, it
+  crowds out shape, which then stays at chance. Captions therefore name shape alone first, then shape, count
+  and size, and only then anything (`TrainConfig.shape_steps`, `structure_steps`, `training_query`).
 
 Everything is seeded: the same config gives the same model on the same machine and library versions.
 """
