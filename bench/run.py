@@ -24,11 +24,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clip_search.cli import _quiet_libraries  # noqa: E402
-from clip_search.clip_model import ClipEncoder, l2_normalise  # noqa: E402
+from clip_search.clip_model import ClipEncoder
+from clip_search.vectors import l2_normalise  # noqa: E402
 from clip_search.engine import SearchEngine  # noqa: E402
 from clip_search.precompute import precompute  # noqa: E402
 from clip_search.search import top_k  # noqa: E402
-from clip_search.store import build_manifest, write_store  # noqa: E402
+from clip_search.store import Manifest, ModelRef, SourceInfo, write_store  # noqa: E402
 
 
 def vit_b32(out: Path) -> Path:
@@ -89,8 +90,7 @@ def bench_query(model: Path, rows: int, repeats: int) -> dict[str, float]:
         store = Path(tmp) / "store"
         emb = l2_normalise(rng.normal(size=(rows, 512)).astype(np.float32))
         meta = pa.table({"id": [str(i) for i in range(rows)], "url": [f"https://example.org/{i}.jpg" for i in range(rows)]})
-        manifest = build_manifest(model_id=str(model), model_revision=None, model_commit=None, dim=512, count=rows, source={"type": "bench"}, skipped=[])
-        write_store(store, emb, meta, manifest)
+        write_store(store, emb, meta, (), Manifest(ModelRef(str(model)), 512, rows, SourceInfo("bench", rows)))
         engine = SearchEngine.load(store)
         labels = ["dog", "cat", "car"]
         engine.search("warm up", labels=labels)
@@ -104,7 +104,7 @@ def bench_query(model: Path, rows: int, repeats: int) -> dict[str, float]:
             t = time.perf_counter()
             engine.search(q, top_k=10, labels=labels)
             full.append(time.perf_counter() - t)
-        matrix = engine.store.matrix
+        matrix = engine.store.vectors(range(len(engine.store)))
         search = []
         for q in queries[:20]:
             vec = engine.encode_text(q)

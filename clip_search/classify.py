@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from clip_search.clip_model import l2_normalise
+from clip_search.vectors import l2_normalise
 from clip_search.config import DEFAULT_TEMPLATES
 from clip_search.errors import QueryError
 

@@ -47,12 +47,18 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         overwrite=args.overwrite,
         restart=args.restart,
+        prune=args.prune,
         progress=not args.no_progress,
     )
+    changes = [f"{report.embedded} encoded now"] if report.reused or report.pruned or report.kept_missing else []
+    changes += [f"{report.reused} unchanged"] if report.reused else []
+    changes += [f"{report.pruned} pruned"] if report.pruned else []
+    changes += [f"{report.kept_missing} kept whose files are gone (--prune drops them)"] if report.kept_missing else []
     print(
         f"wrote {report.store}: {report.count} images embedded, {report.skipped} skipped"
         + (f" (see {report.store / 'skipped.jsonl'})" if report.skipped else "")
-        + f", {report.images_per_second:.1f} images/s"
+        + (f" ({', '.join(changes)})" if changes else "")
+        + (f", {report.images_per_second:.1f} images/s" if report.embedded else "")
         + (f", resumed after {report.resumed_from}" if report.resumed_from else "")
     )
     return 0
@@ -75,18 +81,53 @@ def cmd_search(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels else []
     if args.labels is not None and not labels:
         raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
-    engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype)
-    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels)
+    engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory))
+    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or ())
     if args.json:
         payload = [
             {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "image": h.image, "caption": h.caption, "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels]}
             for h in result.hits
         ]
-        print(json.dumps(payload, ensure_ascii=False, indent=2))
+        print(json.dumps(payload, ensure_ascii=False, indent=2, allow_nan=False))
         return 0
     for h in result.hits:
         labels_text = ", ".join(f"{l} {p:.0%}" for l, p in h.labels)
-        print(f"{h.rank:>3}  {h.score:.4f}  {h.image}" + (f"  — {h.caption}" if h.caption else "") + (f"  [{labels_text}]" if labels_text else ""))
+        print(f"{h.rank:>3}  {h.score:.4f}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
+    return 0
+
+
+def printable(text: str) -> str:
+    """`text` on one terminal line: control characters (newlines, escapes) shown as backslash escapes."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _bytes(text: str | None) -> int | None:
+    """A size such as 512M, 4G or 1000000 in bytes; None stays None."""
+    if text is None:
+        return None
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (cleaned[:-1], cleaned[-1]) if cleaned[-1:] in units else (cleaned, "")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise QueryError(f"--max-memory: {text!r} is not a size like 512M or 4G") from None
+    if not value > 0:
+        raise QueryError(f"--max-memory must be positive, got {text!r}")
+    return int(value)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from clip_search.engine import SearchEngine
+    from clip_search.store_index import build_store_index
+
+    engine = SearchEngine.load(args.store, device=args.device, use_index=False)
+    info = build_store_index(engine.store, engine.text_encoder.encode_texts, kind=args.kind, recall_target=args.recall_target, probes=args.probes)
+    params = ", ".join(f"{k}={v}" for k, v in info.params.items())
+    print(
+        f"indexed {args.store}: {info.kind}" + (f" ({params})" if params else "")
+        + f", built in {info.build_seconds:.1f} s, recall@10 {info.recall_at_10:.3f} on text queries, {info.bytes_per_vector:.0f} bytes/vector"
+    )
     return 0
 
 
@@ -174,10 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p, model_default=config.DEFAULT_MODEL)
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
     p.add_argument("--text-model", default="auto", help="multilingual student recorded for queries: hub id or folder, 'auto' (the known one for --model) or 'none'")
-    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE)
+    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="images per model call (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: half the cores; 8 for URL lists)")
-    p.add_argument("--shard-size", type=int, default=config.DEFAULT_SHARD_SIZE, help="rows per resumable shard")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out (it stays until the new one is complete)")
+    p.add_argument("--shard-size", type=int, default=config.DEFAULT_SHARD_SIZE, help="items per resumable shard (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing store at --out from scratch (it stays until the new one is complete); without it, a store made by the same model is updated")
+    p.add_argument("--prune", action="store_true", help="when updating, drop rows whose images have left the source")
     p.add_argument("--restart", action="store_true", help="discard unfinished work at OUT.partial instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_precompute)
@@ -187,17 +229,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="?", default="", help="what to look for, in any language the text model knows")
     p.add_argument("--image", default=None, help="an image file to search by (combined with QUERY when both are given)")
     p.add_argument("--negative", default=None, help="text to steer away from ('… but not …')")
-    p.add_argument("--top-k", type=int, default=config.DEFAULT_TOP_K)
+    p.add_argument("--top-k", type=int, default=config.DEFAULT_TOP_K, help="number of results (default %(default)s)")
     p.add_argument("--labels", default=None, help="comma-separated labels to zero-shot classify the results against")
+    p.add_argument("--where", action="append", metavar="CONDITION", help="keep rows whose metadata matches, e.g. \"photographer == Ann\", \"date >= 2020-01-01\", \"caption ~ beach\" (repeatable, all must hold)")
+    p.add_argument("--exact", action="store_true", help="search exactly, even where the store has an approximate index")
+    p.add_argument("--max-memory", default=None, help="memory exact search may keep, e.g. 2G (default: a float32 copy when it fits in 2 GiB; else chunks)")
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
 
+    p = sub.add_parser("index", help="build a search index into a store (exact, HNSW or IVF-PQ), tuned and measured on text queries")
+    p.add_argument("store", help="store folder")
+    p.add_argument("--kind", default="auto", choices=["auto", "exact", "hnsw", "ivfpq"], help="auto: exact for small stores, HNSW in the middle, IVF-PQ with exact re-ranking for the largest (default %(default)s)")
+    p.add_argument("--recall-target", type=float, default=config.INDEX_RECALL_TARGET, help="recall@10 against exact search to tune for (default %(default)s)")
+    p.add_argument("--probes", type=int, default=400, help="text queries to tune and measure recall with (default %(default)s)")
+    p.add_argument("--device", default=None, help="device of the text encoder that makes the probe queries")
+    p.set_defaults(func=cmd_index)
+
     p = sub.add_parser("serve", help="serve the search web app (Gradio) on a store")
     p.add_argument("store", nargs="?", default=None, help="store folder (default: the built-in demo store)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default=config.APP_HOST, help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=config.APP_PORT, help="port to listen on (default %(default)s)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
     _add_model_options(p, model_default=None)

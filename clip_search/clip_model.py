@@ -16,16 +16,9 @@ from transformers import AutoProcessor, CLIPModel
 from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_TEXT_BATCH_SIZE
 from clip_search.device import resolve_device, resolve_dtype
 from clip_search.errors import ModelLoadError
+from clip_search.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; all-zero rows stay zero instead of becoming NaN."""
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    norm[norm == 0] = 1.0
-    return x / norm
 
 
 def _one_line(exc: BaseException) -> str:

@@ -15,8 +15,10 @@ DEFAULT_TEXT_BATCH_SIZE = 64
 DEFAULT_TOP_K = 12
 DEFAULT_SHARD_SIZE = 1024  # rows per resumable shard written during precompute
 
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 STORE_DTYPE = "float16"
+STORE_NORM_TOLERANCE = 0.01  # a stored row's length may differ from 1 by this much (float16 rounding is far less)
+STORE_CHECK_CHUNK_ROWS = 65_536  # rows read at a time when a store is checked on open
 
 # Decoding: images larger than this many pixels are refused (decompression bombs).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -48,6 +50,12 @@ APP_HOST = "127.0.0.1"
 APP_PORT = 7860
 APP_MAX_TOP_K = 50
 APP_MAX_UPLOAD_BYTES = 20_000_000  # uploads larger than this are refused before they reach the app
+APP_MAX_TEXT_CHARS = 10_000  # a query, negative or label text longer than this is refused (the encoders read ~77 tokens)
+APP_MAX_LABELS = 32  # labels per search (each is embedded with every prompt template)
+APP_BATCH_SIZE = 64  # concurrent searches the app sends to the engine as one batch (`SearchEngine.search_many`)
+APP_SEARCH_CONCURRENCY = 32  # searches Gradio hands to the app at once (each waits for its batch in a thread)
+APP_QUEUE_SIZE = 256  # searches waiting beyond that: more are refused at once ("busy, retry") instead of queued
+APP_SEARCH_TIMEOUT_S = 60.0  # a search not answered by then is given up with a "busy, retry" message
 # Example prompts shown under the query box, one per language: en, de, fr, es, ru, zh, ja.
 APP_EXAMPLE_QUERIES: tuple[str, ...] = (
     "a dog running on the beach",
@@ -78,3 +86,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CLIP = REPO_ROOT / "models" / "demo-clip"
 DEMO_STUDENT = REPO_ROOT / "models" / "demo-mclip"
 DEMO_STORE = REPO_ROOT / "embeddings" / "demo"
+
+# Search indexes (clip_search.store_index): recall is measured with text queries; a store without captions is
+# probed with these generic photo prompts.
+INDEX_RECALL_TARGET = 0.95
+INDEX_PROBE_TEMPLATES: tuple[str, ...] = ("a photo of a {}", "a {} outdoors", "a close-up of a {}")
+INDEX_PROBE_NOUNS: tuple[str, ...] = (
+    "dog", "cat", "horse", "bird", "fish", "car", "bicycle", "boat", "train", "airplane", "house", "bridge",
+    "tree", "flower", "mountain", "beach", "lake", "river", "forest", "street", "city", "person", "child",
+    "woman", "man", "crowd", "table", "chair", "book", "phone", "computer", "cup", "plate", "food", "cake",
+    "fruit", "sky", "sunset", "snow", "rain", "road", "shop", "market", "church", "castle", "garden", "park",
+    "field", "desert", "island", "wave", "rock", "shoe", "hat", "dress", "guitar", "painting", "lamp", "window",
+)
+INDEX_PROBE_QUERIES: tuple[str, ...] = (
+    "people walking in a busy street at night", "a red car parked by the sea", "a plate of pasta on a wooden table",
+    "snowy mountains under a blue sky", "a black and white portrait", "children playing in a park",
+)

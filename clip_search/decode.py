@@ -29,6 +29,12 @@ _DECODE_ERRORS = (
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _WHITE = (255, 255, 255, 255)
 
+# ISO base media files (an `ftyp` box first) holding still images: which brands say which format.
+# HEIF/HEIC is read by the pillow-heif plugin, registered on first use; AVIF by Pillow itself (11.3+).
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+_support: dict[str, str | None] = {}  # "HEIF"/"AVIF" -> None when readable here, else why not (per process)
+
 
 def decode_image(
     data: bytes,
@@ -43,14 +49,20 @@ def decode_image(
     frame, 16-bit greyscale is scaled to 8 bits. Images over `max_pixels` are refused from the header,
     before any pixel is decoded. With `draft_size`, JPEGs decode at the smallest 1/2, 1/4 or 1/8 scale
     whose short side is still at least `draft_size` (PIL's own decompression-bomb ceiling, twice
-    `Image.MAX_IMAGE_PIXELS`, still applies on top of `max_pixels`).
+    `Image.MAX_IMAGE_PIXELS`, still applies on top of `max_pixels`). HEIC/HEIF (through pillow-heif,
+    registered here on first use) and AVIF are read when this installation can; when it cannot, the
+    skip reason says which package is missing.
     """
     if not data:
         raise SkipItem("empty file (0 bytes)")
+    kind = _container_kind(data)
+    missing = _enable(kind) if kind else None
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as e:
-        raise SkipItem("not an image (unrecognised format)") from e
+        if kind and not missing:  # the reader is there but refused the file
+            raise SkipItem(f"cannot read {kind} image: damaged, truncated or a variant its reader does not handle") from e
+        raise SkipItem(missing or "not an image (unrecognised format)") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SkipItem(f"decompression bomb: {_short(e)}") from e
     except _DECODE_ERRORS as e:
@@ -71,6 +83,48 @@ def decode_image(
     except _DECODE_ERRORS as e:
         raise SkipItem(f"cannot decode {img.format or 'image'}: {_short(e)}") from e
     return out
+
+
+def _container_kind(data: bytes) -> str | None:
+    """The kind of an ISO base media image file, "AVIF" or "HEIF", by the brands of its `ftyp` box; else None."""
+    if len(data) < 12 or data[4:8] != b"ftyp":
+        return None
+    end = min(max(int.from_bytes(data[:4], "big"), 16), len(data), 256)
+    brands = {data[8:12]} | {data[i : i + 4] for i in range(16, end - 3, 4)}  # major, then compatible brands
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEIF_BRANDS:
+        return "HEIF"
+    return None
+
+
+def _enable(kind: str) -> str | None:
+    """Make Pillow read `kind` ("HEIF" or "AVIF") in this process, once; None when it can, else the reason."""
+    if kind not in _support:
+        _support[kind] = _enable_heif() if kind == "HEIF" else _enable_avif()
+    return _support[kind]
+
+
+def _enable_heif() -> str | None:
+    try:
+        import pillow_heif
+    except ImportError:
+        return "HEIC/HEIF image, but pillow-heif (which reads it) is not installed: pip install pillow-heif"
+    pillow_heif.register_heif_opener()
+    return None
+
+
+def _enable_avif() -> str | None:
+    from PIL import features
+
+    if features.check("avif"):
+        return None
+    try:  # pillow-heif before 1.0 read AVIF too
+        from pillow_heif import register_avif_opener  # type: ignore[attr-defined]
+    except ImportError:
+        return "AVIF image, but this Pillow cannot read AVIF: install Pillow 11.3 or newer"
+    register_avif_opener()
+    return None
 
 
 def _short(e: BaseException) -> str:

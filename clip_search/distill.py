@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from clip_search import config
-from clip_search.clip_model import ClipEncoder, _one_line, l2_normalise
+from clip_search.clip_model import ClipEncoder, _one_line
+from clip_search.vectors import l2_normalise
 from clip_search.device import resolve_device
 from clip_search.errors import ClipSearchError, ModelLoadError
 from clip_search.parallel_data import SOURCE_LANG, UNKNOWN_LANG, ParallelPair, load_parallel, split_held_out

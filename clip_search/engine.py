@@ -1,34 +1,39 @@
-"""The query side in one object: a store, the encoders that match it, search and zero-shot classification.
+"""The query side in one object: the encoders that match a store, its index, metadata filters, and zero-shot labels.
 
-The CLI, the app and the benchmarks all query through `SearchEngine`; none of them holds search logic.
+The CLI, the app and the benchmarks all query through `SearchEngine`; none of them holds search logic, and the
+app reaches the store only through it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from clip_search.classify import embed_labels, zero_shot_probabilities
-from clip_search.clip_model import ClipEncoder
-from clip_search.config import DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS
-from clip_search.errors import QueryError, StoreError
+from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS
+from clip_search.errors import ClipSearchError, QueryError, StoreError
+from clip_search.filters import Condition, parse_conditions, row_mask
 from clip_search.search import DEFAULT_NEGATIVE_WEIGHT, combine_query
-from clip_search.search import top_k as exact_top_k
-from clip_search.store import EmbeddingStore
-from clip_search.text_student import StudentTextEncoder
+from clip_search.store import EmbeddingStore, same_model
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from clip_search.clip_model import ClipEncoder
+    from clip_search.index import Index
 
 log = logging.getLogger(__name__)
 
 CLIP_TEXT = "clip"  # the text_model value that asks for CLIP's own text encoder
 CAPTION_COLUMNS = ("caption", "text", "description", "title")
+HIDDEN_COLUMNS = ("fingerprint", "path_bytes")  # bookkeeping columns a hit's metadata leaves out
 
 
 class TextEncoder(Protocol):
@@ -64,32 +69,48 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_model_ref(ref: str, store_root: Path) -> str:
-    """A model named in a manifest: a path relative to the store if one exists there, else the id as written."""
-    candidate = store_root / ref
-    return str(candidate.resolve()) if not Path(ref).is_absolute() and candidate.exists() else ref
+@dataclass(frozen=True)
+class Query:
+    """One search of a batch (`SearchEngine.search_many`): the arguments of `SearchEngine.search`, by name."""
+
+    text: str | None = None
+    image: Image.Image | None = None
+    negative: str | None = None
+    top_k: int = DEFAULT_TOP_K
+    labels: Sequence[str] = ()
+    where: Sequence[str | Condition] = ()
+    templates: Sequence[str] = DEFAULT_TEMPLATES
+    top_labels: int = DEFAULT_TOP_LABELS
+    negative_weight: float = DEFAULT_NEGATIVE_WEIGHT
 
 
-def _same_model(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    pa_, pb = Path(a), Path(b)
-    return pa_.exists() and pb.exists() and pa_.resolve() == pb.resolve()
+@dataclass(frozen=True)
+class StoreSummary:
+    """What a page says about the store it searches."""
+
+    count: int
+    model: str
+    multilingual: bool
+    examples: tuple[str, ...]
+    notice: str | None
 
 
 class SearchEngine:
     """Searches one store with the encoders its manifest names (or compatible ones the caller names)."""
 
-    def __init__(self, store: EmbeddingStore, clip: ClipEncoder, text_encoder: TextEncoder | None = None) -> None:
+    def __init__(self, store: EmbeddingStore, clip: ClipEncoder, text_encoder: TextEncoder | None = None, index: Index | None = None) -> None:
+        from clip_search.index import ExactIndex
+
         store.check_encoder(clip.dim, f"CLIP model {clip.model_id}")
         self.store = store
         self.clip = clip
         self.text_encoder: TextEncoder = text_encoder or clip
         if text_encoder is not None:
             store.check_encoder(text_encoder.dim, f"text model {getattr(text_encoder, 'model_id', '?')}")
+        self.index: Index = index if index is not None else ExactIndex(store.embeddings)
         self.logit_scale = clip.logit_scale
         self._label_cache = lru_cache(maxsize=64)(self._embed_labels)
-        self._dataset: Any = None  # opened on first need, for dataset stores whose images are bytes
+        self._mask_cache = lru_cache(maxsize=32)(self._mask)
 
     @classmethod
     def load(
@@ -100,27 +121,51 @@ class SearchEngine:
         text_model: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        use_index: bool = True,
+        max_memory: int | None = None,
     ) -> SearchEngine:
-        """Open a store and load its models: the manifest's CLIP and student unless `model`/`text_model` name others."""
+        """Open a store, its index and its models: the manifest's CLIP and student unless `model`/`text_model` name others.
+
+        `use_index=False` searches exactly even where the store has an approximate index; `max_memory` bounds
+        the memory exact search may keep (bytes), beyond which it reads the stored matrix in chunks.
+        """
+        from clip_search.clip_model import ClipEncoder
+        from clip_search.store_index import open_index
+
         store = EmbeddingStore.open(store_path)
-        stored_model = resolve_model_ref(store.model_id, store.root)
-        if model is not None and not _same_model(model, stored_model):
+        stored_model = store.model_path()
+        if model is not None and not same_model(model, stored_model):
             raise StoreError(
                 f"the store at {store.root} was made by {store.model_id}, not {model}: "
                 f"search it with its own model, or precompute a store with {model}"
             )
-        clip = ClipEncoder.load(stored_model, revision=store.model_revision, device=device, dtype=dtype)
+        index = open_index(store, use_index=use_index, max_memory=max_memory)
+        clip = ClipEncoder.load(stored_model, revision=store.manifest.model.revision, device=device, dtype=dtype)
         # A model the manifest names may be relative to the store; one the caller names is taken as given.
-        student_ref = text_model if text_model is not None else (store.text_model and resolve_model_ref(store.text_model, store.root))
+        student_ref = text_model if text_model is not None else store.text_model_path()
         student = None
         if student_ref and student_ref != CLIP_TEXT:
+            from clip_search.text_student import StudentTextEncoder
+
             student = StudentTextEncoder.load(student_ref, device=device)
-        return cls(store, clip, student)
+        return cls(store, clip, student, index)
 
     @property
     def multilingual(self) -> bool:
         """Whether text goes through a multilingual student rather than CLIP's English text encoder."""
         return self.text_encoder is not self.clip
+
+    def summary(self) -> StoreSummary:
+        """How many images, which model, which languages, and the store's example prompts and notice."""
+        shipped = self.store.examples()
+        model = self.store.model_id
+        name = Path(model).name if model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 else model
+        examples = shipped.queries if shipped else APP_EXAMPLE_QUERIES
+        return StoreSummary(len(self.store), name, self.multilingual, tuple(examples), shipped.notice if shipped else None)
+
+    def served_roots(self) -> list[Path]:
+        """The folders whose images a page may serve for this store."""
+        return self.store.served_roots()
 
     def encode_text(self, text: str) -> np.ndarray:
         """A query text's unit vector in the store's space."""
@@ -133,6 +178,16 @@ class SearchEngine:
         """A query image's unit vector."""
         return self.clip.encode_images([image.convert("RGB")])[0]
 
+    def read_query_image(self, data: bytes, name: str = "image") -> Image.Image:
+        """A query image from its bytes, decoded the hardened way; an unreadable one is a QueryError."""
+        from clip_search.decode import decode_image
+        from clip_search.errors import SkipItem
+
+        try:
+            return decode_image(data, name=name)
+        except SkipItem as exc:
+            raise QueryError(f"cannot read the image {name}: {exc}") from None
+
     def search(
         self,
         text: str | None = None,
@@ -141,15 +196,17 @@ class SearchEngine:
         negative: str | None = None,
         top_k: int = DEFAULT_TOP_K,
         labels: Sequence[str] = (),
+        where: Sequence[str | Condition] = (),
         templates: Sequence[str] = DEFAULT_TEMPLATES,
         top_labels: int = DEFAULT_TOP_LABELS,
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
     ) -> SearchResult:
-        """The best `top_k` images for a text and/or image query, pushed away from `negative`, classified on `labels`."""
+        """The best `top_k` images for a text and/or image query, pushed away from `negative`, among the rows that
+        pass every `where` condition, classified on `labels`."""
         if top_k < 1:
             raise QueryError(f"top_k must be at least 1, got {top_k}")
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        allowed = self._mask_cache(parse_conditions(where)) if where else None
         positives = []
         if text is not None and text.strip():
             positives.append(self.encode_text(text))
@@ -160,43 +217,121 @@ class SearchEngine:
         negatives = [self.encode_text(negative)] if negative and negative.strip() else []
         query = combine_query(positives, negatives, negative_weight=negative_weight)
         t1 = time.perf_counter()
-        rows, scores = exact_top_k(self.store.matrix, query, top_k)
+        found, found_scores = self.index.search(query[None, :], top_k, allowed)
+        keep = found[0] >= 0
+        rows, scores = found[0][keep], found_scores[0][keep]
         t2 = time.perf_counter()
         probabilities = None
-        if labels:
+        if labels and len(rows):
             label_vectors = self._label_cache(tuple(labels), tuple(templates))
-            probabilities = zero_shot_probabilities(self.store.matrix[rows], label_vectors, self.logit_scale)
+            probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
         t3 = time.perf_counter()
-        timings.update(encode=1e3 * (t1 - t0), search=1e3 * (t2 - t1), classify=1e3 * (t3 - t2))
+        metadata = self.store.rows(rows)
         hits = [
-            self._hit(rank, int(row), float(score), labels, None if probabilities is None else probabilities[rank], top_labels)
-            for rank, (row, score) in enumerate(zip(rows, scores))
+            self._hit(rank, int(row), float(score), meta, labels, None if probabilities is None else probabilities[rank], top_labels)
+            for rank, (row, score, meta) in enumerate(zip(rows, scores, metadata))
         ]
+        timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1), "classify": 1e3 * (t3 - t2)}
         return SearchResult(hits, list(labels), probabilities, timings)
+
+    def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
+        """Many searches at once, each answered as `search` would answer it alone: its result, or the
+        ClipSearchError that `search` would raise for it (one bad request fails only itself).
+
+        All query texts of the batch go through the text encoder in one call and all images in one call;
+        the index is searched once per distinct filter (and, for an approximate index, per distinct `top_k`,
+        whose candidate lists depend on k), for the largest k, and each request takes its first `top_k`.
+        A result's timings are those of the batch's shared stages plus its own classification.
+        """
+        queries = [r if isinstance(r, Query) else Query(**r) for r in requests]
+        out: list[SearchResult | ClipSearchError | None] = [None] * len(queries)
+        t0 = time.perf_counter()
+        planned: list[tuple[int, tuple[Condition, ...], list[str], list[str], bool]] = []
+        for i, q in enumerate(queries):
+            try:
+                if q.top_k < 1:
+                    raise QueryError(f"top_k must be at least 1, got {q.top_k}")
+                conditions = parse_conditions(q.where) if q.where else ()
+                if conditions:
+                    self._mask_cache(conditions)  # an unknown column fails this request alone, here
+                positives = [" ".join(q.text.split())] if q.text is not None and q.text.strip() else []
+                if not positives and q.image is None:
+                    raise QueryError("the query is empty: type what you are looking for, or give an image")
+                negatives = [" ".join(q.negative.split())] if q.negative and q.negative.strip() else []
+            except ClipSearchError as exc:
+                out[i] = exc
+                continue
+            planned.append((i, conditions, positives, negatives, q.image is not None))
+        texts = list(dict.fromkeys(t for _, _, pos, neg, _ in planned for t in (*pos, *neg)))
+        text_vectors = dict(zip(texts, self.text_encoder.encode_texts(texts))) if texts else {}
+        with_image = [i for i, *_, has_image in planned if has_image]
+        image_vectors = (
+            dict(zip(with_image, self.clip.encode_images([queries[i].image.convert("RGB") for i in with_image]))) if with_image else {}
+        )
+        vectors: dict[int, np.ndarray] = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, conditions, positives, negatives, _ in planned:
+            q = queries[i]
+            parts = [text_vectors[t] for t in positives] + ([image_vectors[i]] if i in image_vectors else [])
+            vectors[i] = combine_query(parts, [text_vectors[t] for t in negatives], negative_weight=q.negative_weight)
+            key = (conditions,) if getattr(self.index, "kind", None) == "exact" else (conditions, q.top_k)
+            groups.setdefault(key, []).append(i)
+        t1 = time.perf_counter()
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for (conditions, *_), members in groups.items():
+            allowed = self._mask_cache(conditions) if conditions else None
+            k_max = max(queries[i].top_k for i in members)
+            rows, scores = self.index.search(np.stack([vectors[i] for i in members]), k_max, allowed)
+            for j, i in enumerate(members):
+                top_rows, top_scores = rows[j, : queries[i].top_k], scores[j, : queries[i].top_k]
+                keep = top_rows >= 0
+                found[i] = (top_rows[keep], top_scores[keep])
+        t2 = time.perf_counter()
+        shared = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
+        for i, *_ in planned:
+            q = queries[i]
+            rows, scores = found[i]
+            t3 = time.perf_counter()
+            try:
+                probabilities = None
+                if q.labels and len(rows):
+                    label_vectors = self._label_cache(tuple(q.labels), tuple(q.templates))
+                    probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
+            except ClipSearchError as exc:
+                out[i] = exc
+                continue
+            t4 = time.perf_counter()
+            metadata = self.store.rows(rows)
+            hits = [
+                self._hit(rank, int(row), float(score), meta, q.labels, None if probabilities is None else probabilities[rank], q.top_labels)
+                for rank, (row, score, meta) in enumerate(zip(rows, scores, metadata))
+            ]
+            out[i] = SearchResult(hits, list(q.labels), probabilities, {**shared, "classify": 1e3 * (t4 - t3)})
+        return out  # type: ignore[return-value]
 
     def image_for(self, hit: Hit) -> str | Image.Image:
         """What shows a hit's image: its URL or file path, or (for a dataset stored as bytes) the decoded image."""
-        if "#row=" not in hit.image or Path(hit.image).exists():
-            return hit.image
-        if self._dataset is None:
-            from clip_search.sources import open_source
+        ref = self.store.image_ref(self._full_row(hit))
+        if ref.url:
+            return ref.url
+        if ref.file is not None:
+            return str(ref.file)
+        return self.store.open_image(self._full_row(hit))
 
-            where = self.store.manifest.get("source", {})
-            spec = f"hf://datasets/{where['name']}" if "name" in where else where.get("path", "")
-            self._dataset = open_source(spec, split=where.get("split"), image_column=where.get("image_column"))
-        from clip_search.decode import decode_image
+    def _full_row(self, hit: Hit) -> dict[str, Any]:
+        return self.store.rows([hit.row])[0]
 
-        return decode_image(self._dataset.fetch(int(hit.image.rsplit("#row=", 1)[1])), name=hit.id)
+    def _mask(self, conditions: tuple[Condition, ...]) -> np.ndarray:
+        return row_mask(self.store.metadata, conditions)
 
     def _embed_labels(self, labels: tuple[str, ...], templates: tuple[str, ...]) -> np.ndarray:
         return embed_labels(labels, self.text_encoder.encode_texts, templates)
 
-    def _hit(self, rank: int, row: int, score: float, labels: Sequence[str], probs: np.ndarray | None, top_labels: int) -> Hit:
-        meta = self.store.rows([row])[0]
+    def _hit(self, rank: int, row: int, score: float, meta: dict[str, Any], labels: Sequence[str], probs: np.ndarray | None, top_labels: int) -> Hit:
         caption = next((str(meta[c]) for c in CAPTION_COLUMNS if meta.get(c)), None)
         ranked: tuple[tuple[str, float], ...] = ()
         if probs is not None:
             order = np.argsort(-probs, kind="stable")[:top_labels]
             ranked = tuple((labels[i], float(probs[i])) for i in order)
-        return Hit(rank + 1, row, str(meta["id"]), score, self.store.image_ref(meta), caption, meta, ranked)
-
+        shown = {k: v for k, v in meta.items() if k not in HIDDEN_COLUMNS}
+        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked)

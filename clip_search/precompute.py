@@ -1,14 +1,21 @@
 """Precompute: source → decode (worker processes) → encode → resumable shards → one atomically written store.
 
-Reader: a `Source` lists items; worker processes fetch, decode and preprocess them (a torch DataLoader), so
-I/O and decoding overlap with inference. Mapper: `ClipEncoder.encode_pixels`. Writer: `ShardWriter` flushes
-numbered shards covering contiguous ranges of the source, each renamed into place whole. A killed run resumes
-after its last shard; batches are aligned to source positions, so a resumed run computes exactly the batches an
-uninterrupted one would, and the final store is the same.
+Reader: a `Source` lists items, each with an id and a fingerprint (size and mtime, the URL, or a hash of the
+bytes) that changes when its image does. Worker processes fetch, decode and preprocess them (a torch
+DataLoader), so I/O and decoding overlap with inference. Mapper: `ClipEncoder.encode_pixels`. Writer:
+`ShardWriter` flushes numbered shards into OUT.partial, each written whole by the store's writer.
+
+Only what is not already known is embedded. Known are: the rows of an existing store at OUT made by the same
+model (an incremental update), and the items of finished shards of a killed run (a resume). Both are matched by
+(id, fingerprint), so an item edited or renamed since is embedded again, never taken stale. Batches are formed
+from the pending items in source order, so a resumed run computes exactly the batches an uninterrupted one
+would, and ends with the same store. The store's rows are in source order; with `keep_missing` (the default),
+rows whose item has left the source follow them, in their old order.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -31,13 +38,31 @@ from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_SHARD_
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
 from clip_search.sources import Source, SourceItem, open_source
-from clip_search.store import EMBEDDINGS, MANIFEST, METADATA, SKIPPED, build_manifest, read_jsonl, write_jsonl, write_store
+from clip_search.store import (
+    EMBEDDINGS,
+    MANIFEST,
+    METADATA,
+    EmbeddingStore,
+    Manifest,
+    ModelRef,
+    SKIPPED,
+    SourceInfo,
+    portable_ref,
+    read_jsonl,
+    portable_source,
+    same_model,
+    skip_row,
+    skip_summary,
+    write_store,
+)
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+FINGERPRINT = "fingerprint"  # the metadata column holding each row's fingerprint
 _STATE = "state.json"
-_INDEX = "_index"
+_LOCK = "lock"
+_INDEX = "index"
 
 
 @dataclass(frozen=True)
@@ -47,21 +72,25 @@ class PrecomputeReport:
     store: Path
     count: int
     skipped: int
-    resumed_from: int
+    resumed_from: int  # items taken from the finished shards of an interrupted run
     seconds: float
     images_per_second: float
+    embedded: int = 0  # images encoded by this run
+    reused: int = 0  # rows kept from the existing store (an incremental update)
+    pruned: int = 0  # rows dropped because their item left the source
+    kept_missing: int = 0  # rows kept although their item left the source
 
 
 @dataclass
 class _Batch:
-    indices: list[int]
     items: list[SourceItem]
+    fingerprints: list[str]
     pixels: torch.Tensor | None
     skipped: list[dict[str, Any]]
 
 
 class DecodedImages(Dataset):
-    """Source item i → (item, preprocessed pixels) or (item, reason it was skipped); runs in worker processes."""
+    """Source item i → (item, fingerprint, preprocessed pixels or None, skip reason or None); runs in workers."""
 
     def __init__(self, source: Source, image_processor: Any, draft_size: int | None) -> None:
         self.source = source
@@ -71,130 +100,162 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[SourceItem, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[SourceItem, str, torch.Tensor | None, str | None]:
         item = self.source.item(index)
+        fingerprint = item.fingerprint or self.source.fingerprint(index)
         try:
             image = decode_image(self.source.fetch(index), draft_size=self.draft_size, name=item.id)
             pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         except SkipItem as exc:
-            return item, None, str(exc)
+            return item, fingerprint, None, str(exc)
         except (ValueError, OSError) as exc:  # the processor refusing an image that decoded (e.g. 1×1 px)
-            return item, None, f"preprocessing failed: {exc}"
-        return item, pixels, None
+            return item, fingerprint, None, f"preprocessing failed: {exc}"
+        return item, fingerprint, pixels, None
 
 
-def _collate(samples: Sequence[tuple[SourceItem, torch.Tensor | None, str | None]]) -> _Batch:
-    good = [(item, pixels) for item, pixels, _ in samples if pixels is not None]
-    skipped = [_skip_row(item, reason) for item, pixels, reason in samples if pixels is None]
-    pixels = torch.stack([p for _, p in good]) if good else None
-    return _Batch([item.index for item, _ in good], [item for item, _ in good], pixels, skipped)
+def _collate(samples: Sequence[tuple[SourceItem, str, torch.Tensor | None, str | None]]) -> _Batch:
+    good = [(item, fp, pixels) for item, fp, pixels, _ in samples if pixels is not None]
+    skipped = [{**_skip(item, reason), FINGERPRINT: fp} for item, fp, pixels, reason in samples if pixels is None]
+    pixels = torch.stack([p for _, _, p in good]) if good else None
+    return _Batch([item for item, _, _ in good], [fp for _, fp, _ in good], pixels, skipped)
 
 
-def _skip_row(item: SourceItem, reason: str | None) -> dict[str, Any]:
-    ref = item.metadata.get("url") or item.metadata.get("path")
+def _skip(item: SourceItem, reason: str | None) -> dict[str, Any]:
+    ref = item.metadata.get("url") or item.metadata.get("path") or (f"row {item.metadata['row']}" if "row" in item.metadata else None)
     return {"index": item.index, "id": item.id, "ref": ref, "reason": reason or "unknown"}
 
 
 class ShardWriter:
-    """Buffers embedded rows and skips; flushes them as a shard covering source positions [start, end)."""
+    """Buffers embedded and skipped items; flushes them as numbered shards into the work folder.
 
-    def __init__(self, workdir: Path, start: int, shard_size: int) -> None:
+    A shard is a store folder without a manifest, written by the store's own writer: the embedded rows
+    (index, id, fingerprint) with their vectors, and the skipped items with their fingerprints.
+    """
+
+    def __init__(self, workdir: Path, shard_size: int) -> None:
         self.workdir = workdir
-        self.start = start
-        self.end = start
         self.shard_size = shard_size
+        self.number = 1 + max((int(p.name.split("-")[1]) for p in _shard_paths(workdir)), default=0)
         self._embeddings: list[np.ndarray] = []
         self._rows: list[dict[str, Any]] = []
         self._skipped: list[dict[str, Any]] = []
 
-    def add(self, batch: _Batch, embeddings: np.ndarray | None, end: int) -> None:
-        """Record one batch that covers source positions up to `end`; flush when the shard is full."""
+    def add(self, batch: _Batch, embeddings: np.ndarray | None) -> None:
+        """Record one batch; flush when the shard is full (always at a batch boundary)."""
         if embeddings is not None:
             self._embeddings.append(embeddings.astype(STORE_DTYPE))
-        self._rows.extend({_INDEX: item.index, "id": item.id, **item.metadata} for item in batch.items)
+        self._rows.extend({_INDEX: item.index, "id": item.id, FINGERPRINT: fp} for item, fp in zip(batch.items, batch.fingerprints))
         self._skipped.extend(batch.skipped)
-        self.end = end
-        if self.end - self.start >= self.shard_size:
+        if len(self._rows) + len(self._skipped) >= self.shard_size:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows as one shard, atomically (a temporary folder renamed into place)."""
-        if self.end == self.start:
+        """Write the buffered items as one shard."""
+        if not self._rows and not self._skipped:
             return
-        name = f"shard-{self.start:012d}-{self.end:012d}"
-        tmp = self.workdir / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        dim = self._embeddings[0].shape[1] if self._embeddings else 0
-        matrix = np.concatenate(self._embeddings) if self._embeddings else np.zeros((0, dim), STORE_DTYPE)
-        np.save(tmp / EMBEDDINGS, matrix)
-        pq.write_table(pa.Table.from_pylist(self._rows) if self._rows else pa.table({_INDEX: pa.array([], pa.int64())}), tmp / METADATA)
-        write_jsonl(tmp / SKIPPED, self._skipped)
-        os.replace(tmp, self.workdir / name)
-        self.start = self.end
+        table = pa.Table.from_pylist(self._rows, schema=_SHARD_SCHEMA)
+        write_store(self.workdir / f"shard-{self.number:06d}", self._embeddings, table, self._skipped)
+        self.number += 1
         self._embeddings, self._rows, self._skipped = [], [], []
 
 
-def _shards(workdir: Path) -> list[tuple[int, int, Path]]:
-    """Complete shards in order, checked to cover [0, end) with no gap."""
-    shards = []
-    for path in workdir.glob("shard-*"):
-        _, start, end = path.name.split("-")
-        shards.append((int(start), int(end), path))
-    shards.sort()
-    position = 0
-    for start, end, path in shards:
-        if start != position:
-            raise StoreError(f"unfinished precompute at {workdir} is damaged: {path.name} does not follow position {position}; delete it or pass --restart")
-        position = end
-    return shards
+_SHARD_SCHEMA = pa.schema([(_INDEX, pa.int64()), ("id", pa.string()), (FINGERPRINT, pa.string())])
 
 
-def _work_state(source: Source, model: str, revision: str | None) -> dict[str, Any]:
-    return {"model": model, "revision": revision, "source": source.describe(), "count": len(source)}
+def _shard_paths(workdir: Path) -> list[Path]:
+    return sorted(p for p in workdir.glob("shard-*") if p.is_dir())
 
 
-def _prepare_workdir(workdir: Path, state: dict[str, Any], restart: bool) -> int:
-    """Create or reopen the work folder; return the source position to resume from."""
-    if restart:
-        shutil.rmtree(workdir, ignore_errors=True)
+@dataclass
+class _Known:
+    """Embeddings and skips already had, keyed by (id, fingerprint): from an existing store and finished shards."""
+
+    vectors: list[np.ndarray]  # one matrix per origin: the old store (when there is one) first, then each shard
+    where: dict[tuple[str, str], tuple[int, int]]  # key -> (origin, row)
+    skips: dict[tuple[str, str], dict[str, Any]]  # key -> skip row, from shards
+    from_shards: set[tuple[str, str]]
+    by_id: dict[str, tuple[str, str]]  # id -> key of its newest shard entry (for a run with nothing to match)
+
+    @classmethod
+    def gather(cls, old: EmbeddingStore | None, workdir: Path) -> _Known:
+        known = cls([], {}, {}, set(), {})
+        if old is not None:
+            known.vectors.append(old.embeddings)
+            if FINGERPRINT in old.columns:
+                ids = old.metadata.column("id").to_pylist()
+                fps = old.metadata.column(FINGERPRINT).to_pylist()
+                known.where.update(((str(i), f), (0, row)) for row, (i, f) in enumerate(zip(ids, fps)) if f)
+        for shard in _shard_paths(workdir):
+            origin = len(known.vectors)
+            known.vectors.append(np.load(shard / EMBEDDINGS, mmap_mode="r"))
+            for row, item in enumerate(pq.read_table(shard / METADATA).to_pylist()):
+                key = (item["id"], item[FINGERPRINT])
+                known.where[key] = (origin, row)
+                known.from_shards.add(key)
+                known.by_id[item["id"]] = key
+            for skip in read_jsonl(shard / SKIPPED):
+                key = (skip["id"], skip[FINGERPRINT])
+                known.skips[key] = skip
+                known.from_shards.add(key)
+                known.by_id[skip["id"]] = key
+        return known
+
+    def has(self, key: tuple[str, str]) -> bool:
+        return key in self.where or key in self.skips
+
+
+def _lock(workdir: Path, out: Path) -> int:
+    """Hold an exclusive lock on OUT.partial for this process's lifetime (released on exit, even by SIGKILL)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(workdir / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise StoreError(f"another precompute is writing {out} (pid {holder}); wait for it to finish") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _prepare_workdir(workdir: Path, state: dict[str, Any], restart: bool) -> None:
+    """Reopen the work folder of an unfinished run for the same model and source, or start a fresh one."""
     state_path = workdir / _STATE
+    if restart:
+        for path in workdir.iterdir():
+            if path.name != _LOCK:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     if state_path.exists():
         previous = json.loads(state_path.read_text(encoding="utf-8"))
         if previous != state:
             raise StoreError(
                 f"unfinished precompute at {workdir} was for another model or source "
-                f"({previous.get('model')} over {previous.get('source', {}).get('type')}, {previous.get('count')} items); "
-                "pass --restart to discard it"
+                f"({previous.get('model')} over {previous.get('source', {}).get('type')}); "
+                "restart to discard it"
             )
     else:
-        workdir.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps(state, indent=2), encoding="utf-8")
-    for leftover in workdir.glob(".tmp-*"):
+    for leftover in workdir.glob(".shard-*.tmp-*"):
         shutil.rmtree(leftover)
-    shards = _shards(workdir)
-    return shards[-1][1] if shards else 0
-
-
-def _portable_ref(ref: str, store: Path) -> str:
-    """A local model path written relative to the store (so a store and its model move together); ids unchanged."""
-    path = Path(ref)
-    if not path.exists():
-        return ref
-    return os.path.relpath(path.resolve(), store.resolve())
-
-
-def _portable_source(description: dict[str, Any], store: Path) -> dict[str, Any]:
-    root = description.get("root")
-    if root and Path(root).resolve().is_relative_to(store.resolve()):
-        return {**description, "root": os.path.relpath(Path(root).resolve(), store.resolve())}
-    return description
 
 
 def _default_workers(source: Source) -> int:
     cores = os.cpu_count() or 1
     io_bound = source.describe().get("type") == "url_list"
     return max(8, cores) if io_bound else max(1, cores // 2)
+
+
+def _existing_store(out: Path, model: str, overwrite: bool) -> EmbeddingStore | None:
+    """The store at `out` to update incrementally, or None to build anew; a store of another model is refused."""
+    if not (out / MANIFEST).exists() or overwrite:
+        return None
+    old = EmbeddingStore.open(out)
+    if not same_model(old.model_path(), model):
+        raise StoreError(f"{out} holds a store made by {old.model_id}, not {model}; allow overwrite to rebuild it with {model}")
+    if FINGERPRINT not in old.columns:
+        log.warning("%s was built by an older clip-search without item fingerprints: every image is embedded again", out)
+    return old
 
 
 def precompute(
@@ -211,89 +272,163 @@ def precompute(
     dtype: str | None = None,
     overwrite: bool = False,
     restart: bool = False,
+    prune: bool = False,
     progress: bool = True,
 ) -> PrecomputeReport:
-    """Embed every image of `source` with CLIP `model` into the store at `out`, resuming unfinished work.
+    """Embed the images of `source` with CLIP `model` into the store at `out`: new, updated, or resumed.
 
-    `text_model` names the multilingual student recorded for the store's queries: "auto" picks the known
-    student for `model` (if any), None records none. Unreadable images are listed in skipped.jsonl.
+    An existing store at `out` made by the same model is updated: only new or changed items are embedded,
+    unchanged rows are kept bit for bit, and rows whose item has left the source are kept unless `prune`.
+    `overwrite` rebuilds it instead. `text_model` names the multilingual student recorded for the store's
+    queries: "auto" picks the known student for `model` (if any), None records none. Unreadable images are
+    listed in skipped.jsonl. A second run writing the same `out` at the same time is refused.
     """
     out = Path(out)
     if batch_size < 1:
-        raise StoreError(f"--batch-size must be at least 1, got {batch_size}")
+        raise StoreError(f"batch_size must be at least 1, got {batch_size}")
     if shard_size < 1:
-        raise StoreError(f"--shard-size must be at least 1, got {shard_size}")
-    if (out / MANIFEST).exists() and not overwrite:
-        raise StoreError(f"{out} already holds a store; pass --overwrite to rebuild it")
+        raise StoreError(f"shard_size must be at least 1, got {shard_size}")
     if isinstance(source, str):
         source = open_source(source)
-    clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)
     workdir = out.with_name(out.name + ".partial")
-    start = _prepare_workdir(workdir, _work_state(source, model, revision), restart)
+    lock = _lock(workdir, out)
+    try:
+        old = _existing_store(out, model, overwrite)
+        clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)
+        _prepare_workdir(workdir, _work_state(source, model, revision), restart)
+        report = _run(source, out, workdir, clip, old, text_model, batch_size, num_workers, shard_size, prune, progress)
+        shutil.rmtree(workdir)
+    finally:
+        os.close(lock)
+    return report
+
+
+def _work_state(source: Source, model: str, revision: str | None) -> dict[str, Any]:
+    where = {k: v for k, v in source.describe().items() if k != "count"}
+    return {"model": model, "revision": revision, "source": where}
+
+
+def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: EmbeddingStore | None, text_model: str | None, batch_size: int, num_workers: int | None, shard_size: int, prune: bool, progress: bool) -> PrecomputeReport:
+    known = _Known.gather(old, workdir)
     total = len(source)
-    if start:
-        log.info("resuming %s: %d of %d items already done", workdir, start, total)
+    keys = _keys(source, known)
+    pending = [i for i in range(total) if not known.has(keys[i])] if keys is not None else list(range(total))
+    resumed = sum(1 for k in keys if k in known.from_shards) if keys is not None else 0
+    if resumed:
+        log.info("resuming %s: %d of %d items already done", workdir, resumed, total)
 
     image_processor = clip.processor.image_processor
     size = getattr(image_processor, "size", None) or {}
     draft_size = size.get("shortest_edge") or size.get("height")
     workers = _default_workers(source) if num_workers is None else num_workers
-    batches = [list(range(i, min(i + batch_size, total))) for i in range(start, total, batch_size)]
+    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
     loader = DataLoader(
         DecodedImages(source, image_processor, draft_size),
         batch_sampler=batches,
-        num_workers=workers,
+        num_workers=workers if batches else 0,
         collate_fn=_collate,
         worker_init_fn=_init_worker if workers else None,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=4 if workers and batches else None,
     )
-    writer = ShardWriter(workdir, start, shard_size)
+    writer = ShardWriter(workdir, shard_size)
     started = time.perf_counter()
     embedded = 0
-    with tqdm(total=total, initial=start, unit="img", desc="precompute", disable=not progress, smoothing=0.1) as bar:
+    with tqdm(total=total, initial=total - len(pending), unit="img", desc="precompute", disable=not progress, smoothing=0.1) as bar:
         for batch_indices, batch in zip(batches, loader):
             embeddings = clip.encode_pixels(batch.pixels) if batch.pixels is not None else None
-            writer.add(batch, embeddings, batch_indices[-1] + 1)
+            writer.add(batch, embeddings)
             embedded += len(batch.items)
             bar.update(len(batch_indices))
         writer.flush()
     seconds = time.perf_counter() - started
+    chosen_text_model = KNOWN_STUDENTS.get(clip.model_id) if text_model == AUTO else text_model
+    summary = _finalise(source, out, workdir, clip, old, keys, chosen_text_model, prune)
+    rate = embedded / seconds if seconds > 0 and embedded else 0.0
+    log.info("wrote %s: %d embeddings (%d new), %d skipped, %.1f images/s", out, summary["count"], embedded, summary["skipped"], rate)
+    return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"])
 
-    chosen_text_model = KNOWN_STUDENTS.get(model) if text_model == AUTO else text_model
-    store = _finalise(workdir, out, source, clip, chosen_text_model, overwrite)
-    count = store[0]
-    shutil.rmtree(workdir)
-    rate = embedded / seconds if seconds > 0 else 0.0
-    log.info("wrote %s: %d embeddings, %d skipped, %.1f images/s", out, count, store[1], rate)
-    return PrecomputeReport(out, count, store[1], start, seconds, rate)
+
+def _keys(source: Source, known: _Known) -> list[tuple[str, str]] | None:
+    """(id, fingerprint) of every source item when there is anything to match them against; else None."""
+    if not known.where and not known.skips:
+        return None
+    return [(item.id, item.fingerprint or source.fingerprint(i)) for i, item in ((i, source.item(i)) for i in range(len(source)))]
 
 
 def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the encoder for cores
 
 
-def _finalise(workdir: Path, out: Path, source: Source, clip: ClipEncoder, text_model: str | None, overwrite: bool) -> tuple[int, int]:
-    """Join the shards into the final store; returns (rows embedded, items skipped)."""
-    shards = _shards(workdir)
-    if not shards or shards[-1][1] != len(source):
-        raise StoreError(f"precompute at {workdir} is incomplete: shards cover {shards[-1][1] if shards else 0} of {len(source)} items")
-    skipped = list(source.listing_skips()) + [row for _, _, path in shards for row in read_jsonl(path / SKIPPED)]
-    tables = [t for t in (pq.read_table(path / METADATA) for _, _, path in shards) if t.num_rows]
-    if not tables:
-        raise StoreError(f"no image of {source.describe().get('root') or source.describe()} could be embedded ({len(skipped)} skipped); see the reasons in {workdir}")
-    # A shard whose items were all skipped holds a 0×0 matrix: leave it out of the join.
-    embeddings = np.concatenate([m for m in (np.load(path / EMBEDDINGS) for _, _, path in shards) if m.shape[0]])
-    metadata = pa.concat_tables(tables, promote_options="default").drop_columns([_INDEX])
-    manifest = build_manifest(
-        model_id=_portable_ref(clip.model_id, out),
-        model_revision=clip.revision,
-        model_commit=clip.commit_hash,
+def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: EmbeddingStore | None, keys: list[tuple[str, str]] | None, text_model: str | None, prune: bool) -> dict[str, int]:
+    """Assemble the store in source order from everything known, and write it (replacing an old one whole)."""
+    known = _Known.gather(old, workdir)
+    rows: list[dict[str, Any]] = []
+    origins: list[tuple[int, int]] = []
+    skipped: list[dict[str, Any]] = [skip_row(s) for s in source.listing_skips()]
+    seen_ids: set[str] = set()
+    reused = 0
+    for i in range(len(source)):
+        item = source.item(i)
+        key = keys[i] if keys is not None else known.by_id.get(item.id, (item.id, ""))
+        seen_ids.add(item.id)
+        if key in known.where:
+            origin = known.where[key]
+            origins.append(origin)
+            rows.append({"id": item.id, **item.metadata, FINGERPRINT: key[1]})
+            reused += old is not None and origin[0] == 0
+        elif key in known.skips:
+            skipped.append(skip_row({**known.skips[key], "index": i}))
+        else:
+            raise StoreError(f"precompute at {workdir} is incomplete: item {i} ({item.id}) was neither embedded nor skipped")
+    pruned = kept_missing = 0
+    if old is not None:
+        gone = [row for row, i in enumerate(old.metadata.column("id").to_pylist()) if str(i) not in seen_ids]
+        if prune:
+            pruned = len(gone)
+        else:
+            kept_missing = len(gone)
+            origins.extend((0, row) for row in gone)
+            rows.extend(old.rows(gone))
+    if not rows:
+        where = source.describe().get("root") or source.describe().get("file") or source.describe()
+        raise StoreError(f"no image of {where} could be embedded ({len(skipped)} skipped); see the reasons in {workdir}")
+    embeddings = _gather(known.vectors, origins)
+    metadata = _table(rows)
+    count, reasons = skip_summary(skipped)
+    manifest = Manifest(
+        model=ModelRef(portable_ref(clip.model_id, out), clip.revision, clip.commit_hash),
         dim=clip.dim,
-        count=embeddings.shape[0],
-        source=_portable_source(source.describe(), out),
-        skipped=skipped,
-        text_model=_portable_ref(text_model, out) if text_model else None,
+        count=len(rows),
+        source=portable_source(SourceInfo(**source.describe()), out),
+        text_model=portable_ref(text_model, out) if text_model else None,
         logit_scale=clip.logit_scale,
+        skipped_count=count,
+        skipped_reasons=reasons,
     )
-    write_store(out, embeddings, metadata, manifest, skipped, overwrite=overwrite)
-    return embeddings.shape[0], len(skipped)
+    index = old.manifest.index if old is not None else None
+    write_store(out, embeddings, metadata, skipped, manifest, overwrite=True)
+    if index is not None:
+        from clip_search.store_index import rebuild_index
+
+        rebuild_index(out, index)
+    return {"count": len(rows), "skipped": count, "reused": int(reused), "pruned": pruned, "kept_missing": kept_missing}
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Metadata rows as a table with every column any row has (a key absent from a row is null there)."""
+    columns = dict.fromkeys(key for row in rows for key in row)
+    return pa.Table.from_pydict({c: [row.get(c) for row in rows] for c in columns})
+
+
+def _gather(vectors: list[np.ndarray], origins: list[tuple[int, int]], chunk: int = 65_536) -> list[np.ndarray]:
+    """The output matrix in parts of `chunk` rows, each gathered from the origins' matrices (row order kept)."""
+    parts = []
+    where = np.asarray(origins, dtype=np.int64)
+    for start in range(0, len(where), chunk):
+        block = where[start : start + chunk]
+        part = np.empty((len(block), vectors[block[0, 0]].shape[1]), STORE_DTYPE)
+        for origin in np.unique(block[:, 0]):
+            mask = block[:, 0] == origin
+            part[mask] = vectors[origin][block[mask, 1]]
+        parts.append(part)
+    return parts

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clip_search.clip_model import l2_normalise
+from clip_search.vectors import l2_normalise
 
 DEFAULT_NEGATIVE_WEIGHT = 0.5
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_search.clip_model import _one_line, l2_normalise
+from clip_search.clip_model import _one_line
+from clip_search.vectors import l2_normalise
 from clip_search.config import DEFAULT_TEXT_BATCH_SIZE
 from clip_search.device import resolve_device
 from clip_search.errors import ModelLoadError

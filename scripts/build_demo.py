@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from clip_search import config  # noqa: E402
 from clip_search.cli import _quiet_libraries  # noqa: E402
-from clip_search.demo.build import make_student_base, write_parallel, write_store_images  # noqa: E402
+from clip_search.demo.build import make_student_base, write_demo_examples, write_parallel, write_store_images  # noqa: E402
 
 
 def main() -> int:
@@ -50,6 +50,7 @@ def main() -> int:
 
     images = write_store_images(config.DEMO_STORE / "images")
     precompute(str(images), config.DEMO_STORE, model=str(clip_dir), text_model=str(student_dir), batch_size=64, num_workers=0, overwrite=True)
+    write_demo_examples(config.DEMO_STORE)
     from clip_search.demo.evaluate import evaluate
 
     print(evaluate(clip_dir, student_dir).table())

@@ -81,3 +81,19 @@ def folder_store(tmp_path_factory: pytest.TempPathFactory, tiny_clip: Path, tiny
     out = tmp_path_factory.mktemp("stores") / "photos"
     precompute(str(photo_dir), out, model=str(tiny_clip), text_model=str(tiny_student), batch_size=4, num_workers=0, progress=False)
     return out
+
+
+def copy_store(source: Path, out: Path) -> Path:
+    """A copy of a store whose model references are absolute, so it opens wherever it is put."""
+    import shutil
+    from dataclasses import replace
+
+    from clip_search.store import EmbeddingStore, write_manifest
+
+    store = EmbeddingStore.open(source)
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("images"))
+    manifest = store.manifest
+    root = store.served_roots()
+    manifest = replace(manifest, model=replace(manifest.model, id=store.model_path()), text_model=store.text_model_path(), source=replace(manifest.source, root=str(root[0]) if root else manifest.source.root))
+    write_manifest(out, manifest)
+    return out

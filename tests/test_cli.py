@@ -68,3 +68,66 @@ def test_scripts_are_the_same_commands(tiny_clip: Path, photo_dir: Path, tmp_pat
     found = subprocess.run([sys.executable, "scripts/search.py", str(tmp_path / "s"), "a red circle", "--top-k", "3", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)) == 3
+
+
+def test_where_filters_before_top_k() -> None:
+    result = clip_search("search", str(config.DEMO_STORE), "a shape", "--top-k", "20", "--where", "color == red", "--where", "shape = star", "--json")
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert len(hits) == 20 or 0 < len(hits) < 20
+    from clip_search.store import EmbeddingStore
+
+    store = EmbeddingStore.open(config.DEMO_STORE)
+    table = store.metadata.to_pydict()
+    red_stars = sum(1 for c, s in zip(table["color"], table["shape"]) if c == "red" and s == "star")
+    assert len(hits) == min(20, red_stars)
+    rows = {i: (c, s) for i, c, s in zip(table["id"], table["color"], table["shape"])}
+    assert all(rows[h["id"]] == ("red", "star") for h in hits)
+
+
+def test_a_bad_filter_is_one_line() -> None:
+    result = clip_search("search", str(config.DEMO_STORE), "a shape", "--where", "colour == red")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "where: the store has no column 'colour'; its columns are: id, " in result.stderr
+
+
+def test_index_is_built_measured_used_and_refused_when_stale(folder_store: Path, tmp_path: Path) -> None:
+    from tests.conftest import copy_store
+
+    store = copy_store(folder_store, tmp_path / "store")
+    built = clip_search("index", str(store), "--kind", "hnsw")
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.startswith(f"indexed {store}: hnsw") and "recall@10" in built.stdout
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["index"]["kind"] == "hnsw" and 0 <= manifest["index"]["recall_at_10"] <= 1
+    assert all((store / name).is_file() for name in manifest["index"]["files"])
+    exact = json.loads(clip_search("search", str(store), "a red circle", "--top-k", "16", "--exact", "--json").stdout)
+    approximate = json.loads(clip_search("search", str(store), "a red circle", "--top-k", "16", "--json").stdout)
+    assert sorted(h["id"] for h in approximate) == sorted(h["id"] for h in exact)  # 16 of 16: every row either way
+
+    manifest["revision"] = "rows-changed-since"
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    stale = clip_search("search", str(store), "a red circle")
+    assert stale.returncode == 1 and "Traceback" not in stale.stderr
+    assert f"the hnsw index in {store} was built for other rows than the store holds now; rebuild it with `clip-search index {store}`" in stale.stderr
+    assert clip_search("search", str(store), "a red circle", "--exact").returncode == 0
+
+    (store / manifest["index"]["files"][0]).unlink()
+    manifest["revision"] = manifest["index"]["store_revision"]
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    missing = clip_search("search", str(store), "a red circle")
+    assert missing.returncode == 1 and f"{store / manifest['index']['files'][0]}, named by the index in manifest.json, is missing" in missing.stderr
+
+
+def test_text_output_keeps_one_line_per_result(tmp_path: Path, tiny_clip: Path) -> None:
+    from tests.conftest import draw_photo
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    draw_photo("red", "circle").save(folder / "two\nlines.png")
+    draw_photo("blue", "square").save(folder / "plain.png")
+    assert clip_search("precompute", str(folder), "--out", str(tmp_path / "s"), "--model", str(tiny_clip), "--text-model", "none", "--workers", "0", "--no-progress").returncode == 0
+    result = clip_search("search", str(tmp_path / "s"), "a red circle", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and any(line.endswith("two\\nlines.png") for line in lines)

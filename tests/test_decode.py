@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -90,9 +93,26 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     files["bomb_ours.png"] = _png_header_only(9000, 9000)  # 81 M pixels: under PIL's, over MAX_IMAGE_PIXELS
     files["big.jpg"] = _save(_noise(2000, 1500, seed=2).resize((2000, 1500)), "JPEG", quality=80)
 
+    # HEIC written by pillow-heif itself (not through Pillow, so nothing here registers the plugin), AVIF by Pillow.
+    halves = Image.new("RGB", (40, 20), RED)
+    halves.paste(BLUE, (20, 0, 40, 20))
+    files["photo.heic"] = _heic(halves)
+    files["alpha.heic"] = _heic(Image.new("RGBA", (16, 16), (0, 0, 255, 0)))
+    files["truncated.heic"] = files["photo.heic"][: len(files["photo.heic"]) // 2]
+    files["photo.avif"] = _save(halves, "AVIF", quality=90)
+    files["movie.mp4"] = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64  # ISO media, not an image
+
     for name, data in files.items():
         (root / name).write_bytes(data)
     return root
+
+
+def _heic(img: Image.Image) -> bytes:
+    import pillow_heif
+
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, quality=95)
+    return buf.getvalue()
 
 
 def _decode(corpus: Path, name: str, **kwargs) -> Image.Image:
@@ -112,6 +132,9 @@ def _decode(corpus: Path, name: str, **kwargs) -> Image.Image:
         ("animated.gif", (30, 20)),
         ("animated.webp", (30, 20)),
         ("big.jpg", (2000, 1500)),
+        ("photo.heic", (40, 20)),
+        ("alpha.heic", (16, 16)),
+        ("photo.avif", (40, 20)),
     ],
 )
 def test_good_images_decode_to_loaded_rgb(corpus: Path, name: str, size: tuple[int, int]) -> None:
@@ -130,6 +153,8 @@ def test_good_images_decode_to_loaded_rgb(corpus: Path, name: str, size: tuple[i
         ("text.jpg", "not an image"),
         ("bomb_pil.png", "decompression bomb"),
         ("bomb_ours.png", "too large: 9000x9000"),
+        ("truncated.heic", "^cannot read HEIF image: damaged, truncated"),
+        ("movie.mp4", "not an image"),
     ],
 )
 def test_bad_files_raise_skip_with_reason(corpus: Path, name: str, reason: str) -> None:
@@ -199,3 +224,49 @@ def test_draft_mode_decodes_big_jpeg_at_reduced_scale(corpus: Path) -> None:
     assert min(img.size) >= 224
     assert _decode(corpus, "big.jpg", draft_size=1000).size == (2000, 1500)  # no smaller scale fits
     assert _decode(corpus, "gray16.png", draft_size=8).size == (32, 16)  # not a JPEG: unchanged
+
+
+@pytest.mark.parametrize("name", ["photo.heic", "photo.avif"])
+def test_heic_and_avif_keep_their_colours(corpus: Path, name: str) -> None:
+    img = _decode(corpus, name)
+    left, right = img.getpixel((5, 10)), img.getpixel((35, 10))
+    assert left[0] > 200 and left[2] < 60
+    assert right[2] > 200 and right[0] < 60
+    assert _decode(corpus, "alpha.heic").getpixel((8, 8)) == (255, 255, 255)  # transparent -> white
+
+
+def _decode_in_fresh_python(path: Path, prelude: str = "") -> str:
+    """Decode `path` in a new interpreter (Pillow's plugin registry starts empty); print the size or the skip."""
+    script = prelude + (
+        "import sys\n"
+        "from PIL import Image\n"
+        "from clip_search.decode import decode_image\n"
+        "from clip_search.errors import SkipItem\n"
+        "assert 'HEIF' not in Image.OPEN, 'registered before use'\n"
+        "try:\n"
+        "    print(decode_image(open(sys.argv[1], 'rb').read()).size)\n"
+        "except SkipItem as e:\n"
+        "    print('skip:', e)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_heif_plugin_is_registered_on_first_use(corpus: Path) -> None:
+    assert _decode_in_fresh_python(corpus / "photo.heic") == "(40, 20)"
+
+
+def test_heic_without_pillow_heif_is_a_skip_that_says_so(corpus: Path) -> None:
+    no_plugin = "import sys\nsys.modules['pillow_heif'] = None\n"  # `import pillow_heif` now fails
+    out = _decode_in_fresh_python(corpus / "photo.heic", no_plugin)
+    assert out == "skip: HEIC/HEIF image, but pillow-heif (which reads it) is not installed: pip install pillow-heif"
+    assert _decode_in_fresh_python(corpus / "good.jpg", no_plugin) == "(64, 48)"
+
+
+def test_avif_without_pillow_avif_is_a_skip_that_says_so(corpus: Path) -> None:
+    no_avif = "import sys\nsys.modules['PIL._avif'] = None\n"  # a Pillow built without libavif
+    out = _decode_in_fresh_python(corpus / "photo.avif", no_avif)
+    assert out == "skip: AVIF image, but this Pillow cannot read AVIF: install Pillow 11.3 or newer"

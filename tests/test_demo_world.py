@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -11,15 +12,16 @@ from clip_search import config
 from clip_search.demo.captions import LANGUAGES, query_text
 from clip_search.demo.scenes import Query
 from clip_search.store import EmbeddingStore
-from clip_search.ui import SEARCH_API, default_store, image_roots, load_app
+from clip_search.ui import SEARCH_API, default_store, load_app
 
 
 def test_demo_store_is_consistent_with_the_shipped_models() -> None:
     store = EmbeddingStore.open(config.DEMO_STORE)
     assert len(store) == 600 and store.dim == 64 and store.embeddings.dtype.name == "float16"
-    assert (store.root / store.model_id).resolve() == config.DEMO_CLIP.resolve()
-    assert (store.root / store.text_model).resolve() == config.DEMO_STUDENT.resolve()
-    assert store.manifest["source"]["root"] == "images"  # relative: the repository can be cloned anywhere
+    assert Path(store.model_path()) == config.DEMO_CLIP.resolve()
+    assert Path(store.text_model_path()) == config.DEMO_STUDENT.resolve()
+    assert store.manifest.source.root == "images"  # relative: the repository can be cloned anywhere
+    assert store.examples() is not None and store.examples().notice  # the demo's prompts and notice travel with it
     assert all(store.rows([0])[0].get(k) for k in ("caption", "shape", "color"))
 
 
@@ -27,7 +29,7 @@ def test_demo_store_is_consistent_with_the_shipped_models() -> None:
 def demo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, object]]:
     assert default_store() == str(config.DEMO_STORE)
     engine, demo = load_app(None)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", allowed_paths=[str(p) for p in image_roots(engine.store)], quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", allowed_paths=[str(p) for p in engine.served_roots()], quiet=True)
     try:
         yield Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl"))), engine
     finally:

@@ -196,7 +196,7 @@ def test_distillation_lowers_held_out_mse_and_retrieves_translations(distilled) 
 def test_saved_student_loads_both_ways_with_card_and_pairing(distilled, tiny_clip: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from clip_search.clip_model import l2_normalise
+    from clip_search.vectors import l2_normalise
     from clip_search.text_student import StudentTextEncoder
 
     report, out = distilled

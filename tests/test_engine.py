@@ -26,7 +26,7 @@ def test_manifest_decides_the_text_encoder(engine: SearchEngine, tiny_student: P
 
 def test_text_search_matches_brute_force(engine: SearchEngine) -> None:
     query = engine.encode_text("a red circle")
-    reference = np.argsort(-(engine.store.matrix @ query), kind="stable")[:5]
+    reference = np.argsort(-(engine.store.vectors(range(len(engine.store))) @ query), kind="stable")[:5]
     result = engine.search("a red circle", top_k=5)
     assert [h.row for h in result.hits] == reference.tolist()
     assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
@@ -55,8 +55,8 @@ def test_text_plus_image_and_negative_change_the_query(engine: SearchEngine) -> 
     pos, neg = engine.encode_text("a red circle"), engine.encode_text("a blue square")
     expected = pos - 0.5 * neg
     expected /= np.linalg.norm(expected)
-    assert [h.row for h in pushed.hits] == np.argsort(-(engine.store.matrix @ expected), kind="stable").tolist()
-    np.testing.assert_allclose([h.score for h in pushed.hits], np.sort(engine.store.matrix @ expected)[::-1], rtol=1e-5)
+    assert [h.row for h in pushed.hits] == np.argsort(-(engine.store.vectors(range(len(engine.store))) @ expected), kind="stable").tolist()
+    np.testing.assert_allclose([h.score for h in pushed.hits], np.sort(engine.store.vectors(range(len(engine.store))) @ expected)[::-1], rtol=1e-5)
     assert [h.score for h in pushed.hits] != [h.score for h in plain.hits]
 
 

@@ -41,6 +41,8 @@ class ImageServer:
         self.requests = 0
         self.kill_at: int | None = None
         self.victim: subprocess.Popen | None = None
+        self.hold_at: int | None = None  # the Nth request waits for `release` (bounded), after setting `reached`
+        self.reached, self.release = threading.Event(), threading.Event()
         self.lock = threading.Lock()
         server = self
 
@@ -50,6 +52,10 @@ class ImageServer:
                     server.requests += 1
                     if server.kill_at is not None and server.requests == server.kill_at and server.victim is not None:
                         os.killpg(server.victim.pid, signal.SIGKILL)
+                    hold = server.hold_at is not None and server.requests == server.hold_at
+                if hold:
+                    server.reached.set()
+                    server.release.wait(timeout=120)
                 body = server.images.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -115,9 +121,14 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "clip_search.cli", *args]
 
 
+def start_precompute(urls: Path, out: Path, tiny_clip: Path, workers: int, *extra: str) -> subprocess.Popen:
+    args = cli("precompute", str(urls), "--out", str(out), "--model", str(tiny_clip), "--text-model", "none", "--batch-size", "3", "--shard-size", "3", "--workers", str(workers), "--no-progress", *extra)
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
 def run_precompute(urls: Path, out: Path, tiny_clip: Path, workers: int, server: ImageServer | None = None, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    args = cli("precompute", str(urls), "--out", str(out), "--model", str(tiny_clip), "--text-model", "none", "--batch-size", "3", "--shard-size", "3", "--workers", str(workers), "--no-progress")
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_precompute(urls, out, tiny_clip, workers)
+    args = proc.args
     if server is not None:
         with server.lock:
             server.requests, server.kill_at, server.victim = 0, kill_at, proc
@@ -133,7 +144,8 @@ def assert_same_store(a: Path, b: Path) -> None:
     assert pq.read_table(a / "metadata.parquet").equals(pq.read_table(b / "metadata.parquet"))
     assert read_jsonl(a / "skipped.jsonl") == read_jsonl(b / "skipped.jsonl")
     ma, mb = (json.loads((s / "manifest.json").read_text()) for s in (a, b))
-    ma.pop("created"), mb.pop("created")
+    for manifest in (ma, mb):
+        manifest.pop("created"), manifest.pop("revision")
     assert ma == mb
 
 
@@ -142,10 +154,10 @@ def test_folder_store_holds_every_photo_in_order(folder_store: Path, photo_dir: 
     paths = sorted(p.relative_to(photo_dir).as_posix() for p in photo_dir.rglob("*") if p.is_file())
     assert [r["id"] for r in store.rows(range(len(store)))] == paths
     assert store.embeddings.dtype == np.float16
-    assert store.manifest["count"] == 16 and store.manifest["dim"] == 16 and store.manifest["skipped"]["count"] == 0
-    assert store.manifest["source"]["type"] == "folder"
+    assert (store.manifest.count, store.manifest.dim, store.manifest.skipped_count) == (16, 16, 0)
+    assert store.manifest.source.type == "folder"
     direct = ClipEncoder.load(str(tiny_clip)).encode_images([Image.open(photo_dir / p).convert("RGB") for p in paths])
-    np.testing.assert_allclose(store.matrix, direct, atol=2e-3)  # float16 storage
+    np.testing.assert_allclose(store.vectors(range(len(store))), direct, atol=2e-3)  # float16 storage
 
 
 def test_cli_url_list_with_workers_skips_the_404(image_server: ImageServer, urls: Path, tiny_clip: Path, tmp_path: Path) -> None:
@@ -180,19 +192,54 @@ def test_killed_run_with_workers_resumes_too(image_server: ImageServer, urls: Pa
     assert_same_store(tmp_path / "store", reference)
 
 
+def test_killed_update_resumes_to_the_store_a_full_build_gives(image_server: ImageServer, urls: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.txt"
+    first.write_text("\n".join(urls.read_text().splitlines()[:12]) + "\n")  # the comment line and 11 URLs
+    precompute_urls(first, tmp_path / "store", tiny_clip, workers=0)
+    before = EmbeddingStore.open(tmp_path / "store")
+    kept = {row["id"]: before.embeddings[i].copy() for i, row in enumerate(before.rows(range(len(before))))}
+    killed = run_precompute(urls, tmp_path / "store", tiny_clip, workers=0, server=image_server, kill_at=7)
+    assert killed.returncode == -signal.SIGKILL
+    assert EmbeddingStore.open(tmp_path / "store").manifest.revision == before.manifest.revision  # untouched until the end
+    report = precompute_urls(urls, tmp_path / "store", tiny_clip, workers=0)
+    assert (report.reused, report.resumed_from, report.embedded) == (10, 6, 7)  # 10 good of the first 11; the 404 is tried again
+    precompute_urls(urls, tmp_path / "full", tiny_clip, workers=0)
+    updated, full = EmbeddingStore.open(tmp_path / "store"), EmbeddingStore.open(tmp_path / "full")
+    ids = [row["id"] for row in updated.rows(range(len(updated)))]
+    assert ids == [row["id"] for row in full.rows(range(len(full)))]
+    assert all(np.array_equal(updated.embeddings[i], kept[name]) for i, name in enumerate(ids) if name in kept)
+    np.testing.assert_allclose(updated.vectors(range(len(updated))), full.vectors(range(len(full))), atol=2e-3)
+    assert read_jsonl(tmp_path / "store" / "skipped.jsonl") == read_jsonl(tmp_path / "full" / "skipped.jsonl")
+
+
+def test_a_second_precompute_into_the_same_store_is_refused(image_server: ImageServer, urls: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    image_server.reached.clear()
+    image_server.release.clear()
+    with image_server.lock:
+        image_server.requests, image_server.hold_at = 0, 2
+    first = start_precompute(urls, tmp_path / "store", tiny_clip, 0)
+    try:
+        assert image_server.reached.wait(timeout=120)  # the first run is mid-download, holding its lock
+        second = subprocess.run(cli("precompute", str(urls), "--out", str(tmp_path / "store"), "--model", str(tiny_clip), "--no-progress"), cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        image_server.hold_at = None
+        image_server.release.set()
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [f"clip-search precompute: error: another precompute is writing {tmp_path / 'store'} (pid {first.pid}); wait for it to finish"]
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert len(EmbeddingStore.open(tmp_path / "store")) == 22
+
+
 def test_unfinished_work_for_another_model_is_not_mixed_in(photo_dir: Path, tiny_clip: Path, tmp_path: Path) -> None:
     partial = tmp_path / "store.partial"
     partial.mkdir()
     (partial / "state.json").write_text(json.dumps({"model": "other", "revision": None, "source": {}, "count": 1}))
-    with pytest.raises(StoreError, match="unfinished precompute at .* was for another model or source.*--restart"):
+    with pytest.raises(StoreError, match="unfinished precompute at .* was for another model or source.*restart to discard it"):
         precompute(str(photo_dir), tmp_path / "store", model=str(tiny_clip), num_workers=0, progress=False)
     report = precompute(str(photo_dir), tmp_path / "store", model=str(tiny_clip), num_workers=0, progress=False, restart=True)
     assert report.count == 16
 
 
-def test_existing_store_needs_overwrite(folder_store: Path, photo_dir: Path, tiny_clip: Path) -> None:
-    with pytest.raises(StoreError, match="already holds a store; pass --overwrite"):
-        precompute(str(photo_dir), folder_store, model=str(tiny_clip), num_workers=0, progress=False)
 
 
 def test_hf_dataset_source(tmp_path: Path, tiny_clip: Path) -> None:
@@ -206,7 +253,7 @@ def test_hf_dataset_source(tmp_path: Path, tiny_clip: Path) -> None:
     assert report.count == 8 and report.skipped == 0
     store = EmbeddingStore.open(tmp_path / "store")
     assert [r["caption"] for r in store.rows(range(8))] == captions
-    assert store.manifest["source"]["type"] == "hf_dataset"
+    assert store.manifest.source.type == "hf_dataset"
 
 
 def test_no_good_image_keeps_the_reasons(tmp_path: Path, tiny_clip: Path) -> None:

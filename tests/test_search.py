@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clip_search.classify import embed_labels, parse_labels, zero_shot_probabilities
-from clip_search.clip_model import l2_normalise
+from clip_search.vectors import l2_normalise
 from clip_search.errors import QueryError
 from clip_search.search import combine_query, top_k
 

@@ -70,10 +70,21 @@ def test_folder_lists_images_recursively_sorted(photo_tree: Path) -> None:
     assert isinstance(src, Source)
     assert len(src) == len(expected)
     assert [src.item(i).id for i in range(len(src))] == expected
-    assert src.item(1) == SourceItem(index=1, id="a/deep/e.JpEg", metadata={"path": "a/deep/e.JpEg"})
+    info = os.stat(photo_tree / "a/deep/e.JpEg")
+    assert src.item(1) == SourceItem(
+        index=1, id="a/deep/e.JpEg", metadata={"path": "a/deep/e.JpEg"}, fingerprint=f"{info.st_size}:{info.st_mtime_ns}"
+    )
     assert src.fetch(3) == (photo_tree / "b.jpg").read_bytes()
     assert src.describe() == {"type": "folder", "root": str(photo_tree.resolve()), "count": len(expected)}
-    assert src.listing_skips() == []
+    hidden, in_hidden = "hidden (name starts with '.')", "hidden (inside a folder whose name starts with '.')"
+    assert src.listing_skips() == [  # every other file, sorted by path
+        {"index": None, "id": None, "ref": ".cache/f.png", "reason": in_hidden},
+        {"index": None, "id": None, "ref": ".hidden.jpg", "reason": hidden},
+        {"index": None, "id": None, "ref": "a/.thumbs/h.png", "reason": in_hidden},
+        {"index": None, "id": None, "ref": "a/raw.cr2", "reason": "unsupported file type .cr2"},
+        {"index": None, "id": None, "ref": "noext", "reason": "unsupported file type (no extension)"},
+        {"index": None, "id": None, "ref": "notes.txt", "reason": "unsupported file type .txt"},
+    ]
     for i in range(len(src)):
         assert decode_image(src.fetch(i)).size == (8, 6)
 
@@ -89,8 +100,8 @@ def test_folder_broken_link_is_a_listing_skip(photo_tree: Path) -> None:
     os.symlink(photo_tree / "gone.jpg", photo_tree / "link.jpg")
     src = FolderSource(photo_tree)
     assert "link.jpg" not in [src.item(i).id for i in range(len(src))]
-    assert src.listing_skips() == [
-        {"id": "link.jpg", "path": "link.jpg", "reason": "not a regular file (broken link or special file)"}
+    assert [row for row in src.listing_skips() if row["ref"] == "link.jpg"] == [
+        {"index": None, "id": None, "ref": "link.jpg", "reason": "not a regular file (broken link or special file)"}
     ]
 
 
@@ -168,8 +179,10 @@ def test_plain_url_list(tmp_path: Path) -> None:
     ]
     assert src.item(1).metadata == {"url": "http://example.com/b.png"}
     assert src.item(2).metadata == {"url": "https://images.unsplash.com/photo-1?w=640"}
-    reasons = [(row["row"], row["reason"]) for row in src.listing_skips()]
-    assert reasons == [(5, "duplicate id of row 2"), (6, "row 6: invalid URL")]
+    assert src.listing_skips() == [
+        {"index": None, "id": "https://example.com/a.jpg", "ref": "https://example.com/a.jpg", "reason": "row 5: duplicate id of row 2"},
+        {"index": None, "id": "ftp://example.com/c.jpg", "ref": "ftp://example.com/c.jpg", "reason": "row 6: invalid URL"},
+    ]
     assert src.describe() == {"type": "url_list", "file": str(path.resolve()), "count": 3}
 
 
@@ -186,9 +199,9 @@ def test_csv_url_list_with_id_and_caption(tmp_path: Path) -> None:
     assert [src.item(i).id for i in range(len(src))] == ["p1", "p3"]
     assert src.item(0).metadata == {"url": "https://example.com/1.jpg", "caption": "a dog, running", "rating": "5"}
     assert src.item(1).metadata == {"url": "https://example.com/3.jpg", "caption": None, "rating": ""}
-    assert [(row["id"], row["row"], row["reason"]) for row in src.listing_skips()] == [
-        ("p2", 3, "row 3: no URL"),
-        ("p1", 4, "duplicate id of row 2"),
+    assert src.listing_skips() == [
+        {"index": None, "id": "p2", "ref": "row 3", "reason": "row 3: no URL"},
+        {"index": None, "id": "p1", "ref": "https://example.com/other.jpg", "reason": "row 4: duplicate id of row 2"},
     ]
 
 
@@ -259,9 +272,9 @@ def test_unsplash_lite_tsv(unsplash_tsv: Path) -> None:
     assert second["url"] == "https://images.unsplash.com/photo-1416339306562-f3d12fefd36f?ixid=abc&w=640"
     assert second["caption"] == "a mountain lake"  # photo_description empty: ai_description
     assert src.item(2).metadata["url"] == "https://images.unsplash.com/photo-1420310414923?w=1200"  # width kept
-    assert [(row["row"], row["reason"]) for row in src.listing_skips()] == [
-        (5, "duplicate id of row 2"),
-        (6, "row 6: empty photo_id"),
+    assert [(row["id"], row["ref"], row["reason"]) for row in src.listing_skips()] == [
+        ("XMyPniM9LF0", "https://images.unsplash.com/photo-dup", "row 5: duplicate id of row 2"),
+        (None, "https://images.unsplash.com/photo-noid", "row 6: empty photo_id"),
     ]
     original = UrlListSource(unsplash_tsv, resize_width=None)
     assert original.item(0).metadata["url"] == "https://images.unsplash.com/uploads/1411949294603ae2de/3a2ad3f8"
@@ -348,9 +361,9 @@ def test_hf_saved_dataset(tmp_path: Path, hf_cache: Path) -> None:
     assert len(src) == 3
     assert src.image_column == "picture"
     assert [src.item(i).id for i in range(3)] == ["a", "b", "c"]
-    where = str(path.resolve())
-    assert src.item(0).metadata == {"path": f"{where}#row=0", "caption": None, "score": 0.0, "label": "cat", "row": 0}
-    assert src.item(1).metadata == {"path": f"{where}#row=1", "caption": "photo 1", "score": 0.5, "label": "dog", "row": 1}
+    # Images stored as bytes have no file: `path` is None and the row number is the way back to the image.
+    assert src.item(0).metadata == {"path": None, "caption": None, "score": 0.0, "label": "cat", "row": 0}
+    assert src.item(1).metadata == {"path": None, "caption": "photo 1", "score": 0.5, "label": "dog", "row": 1}
     assert [decode_image(src.fetch(i)).size for i in range(3)] == [(12, 9), (13, 9), (14, 9)]
     assert src.describe() == {
         "type": "hf_dataset",
@@ -479,3 +492,225 @@ def test_folder_sidecar_metadata_adds_captions(tmp_path: Path) -> None:
     (tmp_path / "metadata.csv").write_text("file_name,caption\n,oops\n")
     with pytest.raises(SourceError, match="metadata.csv, row 2: no file_name"):
         FolderSource(tmp_path)
+
+
+# -- every file accounted for, names that are not UTF-8, HEIC, fingerprints, one skip-row schema -------
+
+
+def _heic_bytes(size: tuple[int, int] = (16, 12), colour: tuple[int, int, int] = (255, 0, 0)) -> bytes:
+    """A real HEIC file, written by pillow-heif (without registering it with Pillow)."""
+    import pillow_heif
+
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.new("RGB", size, colour)).save(buf, quality=90)
+    return buf.getvalue()
+
+
+def _write_raw(root: Path, rel: bytes, data: bytes) -> bytes:
+    """Write `data` to the file `rel` (raw bytes, may be invalid UTF-8) under `root`; returns the full path."""
+    full = os.path.join(os.fsencode(str(root)), rel)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "wb") as f:
+        f.write(data)
+    return full
+
+
+@pytest.fixture()
+def messy_tree(tmp_path: Path) -> Path:
+    """A folder as people have them: hidden files and folders, non-images, links, a FIFO, odd names, a HEIC."""
+    root = tmp_path / "messy"
+    root.mkdir()
+    _write_raw(root, b"a.jpg", _image_bytes("JPEG"))
+    _write_raw(root, b"sub/b.png", _image_bytes(colour=(0, 255, 0)))
+    _write_raw(root, b"phone/c.HEIC", _heic_bytes())
+    _write_raw(root, b"bad\xff name.png", _image_bytes(colour=(0, 0, 255)))
+    _write_raw(root, b"dir\xfe/inner.png", _image_bytes(size=(5, 5)))
+    _write_raw(root, b"dir\xfe/readme\xff.txt", b"text")
+    _write_raw(root, b".DS_Store", b"\x00\x00\x00\x01Bud1")
+    _write_raw(root, b".hidden.jpg", _image_bytes("JPEG"))
+    _write_raw(root, b".git/config", b"[core]\n")
+    _write_raw(root, b".git/objects/ab/cdef.png", _image_bytes())
+    _write_raw(root, b"notes.txt", b"not an image")
+    _write_raw(root, b"metadata.jsonl", b'{"file_name": "a.jpg", "caption": "first"}\n{"file_name": "bad\\\\xff name.png", "caption": "escaped"}\n')
+    _write_raw(root, b"metadata.csv", b"file_name,caption\na.jpg,ignored\n")
+    os.symlink(root / "gone.jpg", root / "link.jpg")
+    os.symlink(root / "sub", root / "linked-folder")
+    os.mkfifo(root / "pipe.png")
+    return root
+
+
+MESSY_ITEMS = ["a.jpg", "bad\\xff name.png", "dir\\xfe/inner.png", "phone/c.HEIC", "sub/b.png"]
+
+
+def _all_files(root: Path) -> list[str]:
+    """Every non-folder entry under `root` (links to folders included), as display paths, from a bytes walk."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(str(root))):
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames + links:
+            rel = os.path.relpath(os.path.join(dirpath, name), os.fsencode(str(root)))
+            out.append(rel.decode("utf-8", "backslashreplace"))
+    return sorted(out)
+
+
+def test_folder_accounts_for_every_file(messy_tree: Path) -> None:
+    src = FolderSource(messy_tree)
+    paths = [src.item(i).metadata["path"] for i in range(len(src))]
+    assert paths == MESSY_ITEMS
+    skips = src.listing_skips()
+    assert {row["ref"]: row["reason"] for row in skips} == {
+        ".DS_Store": "hidden (name starts with '.')",
+        ".git/config": "hidden (inside a folder whose name starts with '.')",
+        ".git/objects/ab/cdef.png": "hidden (inside a folder whose name starts with '.')",
+        ".hidden.jpg": "hidden (name starts with '.')",
+        "dir\\xfe/readme\\xff.txt": "unsupported file type .txt",
+        "link.jpg": "not a regular file (broken link or special file)",
+        "linked-folder": "link to a folder (links to folders are not followed)",
+        "metadata.csv": "metadata file not read (metadata.jsonl is read instead)",
+        "notes.txt": "unsupported file type .txt",
+        "pipe.png": "not a regular file (broken link or special file)",
+    }
+    # items + skips + the metadata file that was read = every file, each once
+    assert sorted(paths + [row["ref"] for row in skips] + ["metadata.jsonl"]) == _all_files(messy_tree)
+    assert src.item(0).metadata["caption"] == "first"
+    assert src.item(1).metadata["caption"] == "escaped"  # the metadata file names it by its display form
+    assert src.item(4).metadata["caption"] is None  # every row has the metadata file's columns
+    assert decode_image(src.fetch(MESSY_ITEMS.index("phone/c.HEIC"))).size == (16, 12)
+
+
+def test_folder_name_not_utf8_is_lossless_and_writable(messy_tree: Path) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clip_search.sources import local_path
+
+    src = FolderSource(messy_tree)
+    bad = src.item(1)
+    assert bad.id == bad.metadata["path"] == "bad\\xff name.png"
+    assert bad.metadata["path_bytes"] == b"bad\xff name.png"
+    assert src.item(2).metadata["path_bytes"] == b"dir\xfe/inner.png"
+    assert src.item(0).metadata["path_bytes"] is None  # a valid name: the key is there (same columns), empty
+    assert src.fetch(1) == _image_bytes(colour=(0, 0, 255))
+    assert src.fetch(2) == _image_bytes(size=(5, 5))
+    # What precompute does with the rows: parquet and JSON lines, both UTF-8; then reopen from the store row.
+    rows = [{"id": src.item(i).id, **src.item(i).metadata} for i in range(len(src))]
+    pq.write_table(pa.Table.from_pylist(rows), messy_tree.parent / "meta.parquet")
+    back = pq.read_table(messy_tree.parent / "meta.parquet").to_pylist()
+    assert [r["path"] for r in back] == MESSY_ITEMS
+    for i, row in enumerate(back):
+        assert local_path(messy_tree, row).read_bytes() == src.fetch(i)
+    json.dumps(src.listing_skips(), ensure_ascii=False).encode("utf-8")
+    copy = _roundtrip(src)
+    assert copy.item(1) == bad and copy.fetch(1) == src.fetch(1)
+
+
+def test_folder_of_valid_names_has_no_path_bytes(photo_tree: Path) -> None:
+    from clip_search.sources import local_path
+
+    src = FolderSource(photo_tree)
+    assert all("path_bytes" not in src.item(i).metadata for i in range(len(src)))
+    assert local_path(photo_tree, src.item(0).metadata) == photo_tree / "a/c.PNG"
+
+
+def test_folder_display_name_collision_is_a_skip(tmp_path: Path) -> None:
+    _write_raw(tmp_path, b"bad\xff.png", _image_bytes(colour=(0, 0, 255)))
+    _write_raw(tmp_path, b"bad\\xff.png", _image_bytes(colour=(0, 255, 0)))  # a real backslash in the name
+    src = FolderSource(tmp_path)
+    assert len(src) == 1
+    assert src.item(0).metadata == {"path": "bad\\xff.png"}  # the valid name keeps the id (no raw name kept)
+    assert src.fetch(0) == _image_bytes(colour=(0, 255, 0))
+    assert src.listing_skips() == [
+        {"index": None, "id": None, "ref": "bad\\xff.png",
+         "reason": "name collides with another file's once bytes that are not UTF-8 are written as \\xNN"}
+    ]
+
+
+def test_folder_unlistable_subfolder_is_a_skip(photo_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_scandir = os.scandir
+    refused = {str(photo_tree.resolve() / "a" / "deep")}
+
+    def scandir(path):  # the kernel refusing one folder (chmod 000 does not stop root, who may run tests)
+        if str(path) in refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    src = FolderSource(photo_tree)
+    assert "a/deep/e.JpEg" not in [src.item(i).id for i in range(len(src))]
+    assert {"index": None, "id": None, "ref": "a/deep", "reason": "cannot list folder: Permission denied"} in src.listing_skips()
+    refused.add(str(photo_tree.resolve()))
+    with pytest.raises(SourceError, match="cannot list folder .*photos: Permission denied"):
+        FolderSource(photo_tree)
+
+
+def test_folder_fingerprint_is_size_and_mtime(photo_tree: Path) -> None:
+    src = FolderSource(photo_tree)
+    before = [src.fingerprint(i) for i in range(len(src))]
+    assert before == [src.item(i).fingerprint for i in range(len(src))]
+    info = os.stat(photo_tree / "b.jpg")
+    assert before[3] == f"{info.st_size}:{info.st_mtime_ns}"
+    os.utime(photo_tree / "b.jpg", ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+    (photo_tree / "z.webp").write_bytes(_image_bytes("WEBP", size=(9, 9)))
+    after = FolderSource(photo_tree)
+    changed = [i for i in range(len(src)) if after.fingerprint(i) != before[i]]
+    assert changed == [3, 6]
+    assert _roundtrip(after).fingerprint(3) == after.fingerprint(3)
+
+
+def test_url_list_fingerprint_is_the_downloaded_url(unsplash_tsv: Path) -> None:
+    src = UrlListSource(unsplash_tsv)
+    assert src.fingerprint(0) == src.item(0).fingerprint == src.item(0).metadata["url"]
+    assert src.fingerprint(0).endswith("?w=640")
+    assert UrlListSource(unsplash_tsv, resize_width=320).fingerprint(0).endswith("?w=320")
+
+
+def test_hf_fingerprint_hashes_the_image(tmp_path: Path, hf_cache: Path) -> None:
+    import hashlib
+
+    src = HFDatasetSource(_saved_dataset(tmp_path / "saved", ["a", "b", "c"]))
+    prints = [src.fingerprint(i) for i in range(3)]
+    assert prints[0] == hashlib.blake2b(src.fetch(0), digest_size=8).hexdigest()
+    assert all(len(p) == 16 for p in prints) and len(set(prints)) == 3
+    assert src.item(0).fingerprint == ""  # computed on demand only
+    again = HFDatasetSource(_saved_dataset(tmp_path / "again", ["x", "y", "z"]))  # same pictures
+    assert [again.fingerprint(i) for i in range(3)] == prints
+    assert _roundtrip(src).fingerprint(2) == prints[2]
+    with pytest.raises(IndexError):
+        src.fingerprint(3)
+
+
+def test_hf_fingerprint_of_image_files_follows_the_file(tmp_path: Path, hf_cache: Path) -> None:
+    root = tmp_path / "imagefolder"
+    (root / "cat").mkdir(parents=True)
+    for i in range(2):
+        (root / "cat" / f"{i}.png").write_bytes(_image_bytes(size=(5 + i, 4)))
+    src = HFDatasetSource(root)
+    before = [src.fingerprint(i) for i in range(2)]
+    assert len(set(before)) == 2
+    target = Path(src.item(0).metadata["path"])
+    info = target.stat()
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+    assert src.fingerprint(0) != before[0]
+    assert src.fingerprint(1) == before[1]
+
+
+def test_every_listing_skip_has_one_schema(messy_tree: Path, unsplash_tsv: Path, tmp_path: Path, hf_cache: Path) -> None:
+    from clip_search.sources import SKIP_KEYS
+
+    (tmp_path / "list.csv").write_text("id,url\np1,\np2,not-a-url\n,https://example.com/x.jpg\np3,https://example.com/3.jpg\n")
+    sources = [
+        FolderSource(messy_tree),
+        UrlListSource(unsplash_tsv),
+        UrlListSource(tmp_path / "list.csv"),
+        HFDatasetSource(_saved_dataset(tmp_path / "saved", ["a"])),
+    ]
+    rows = [row for src in sources for row in src.listing_skips()]
+    assert len(rows) == 10 + 2 + 3
+    for row in rows:
+        assert tuple(row) == SKIP_KEYS
+        assert row["index"] is None
+        assert row["id"] is None or isinstance(row["id"], str)
+        assert isinstance(row["ref"], str) and row["ref"]
+        assert isinstance(row["reason"], str) and "\n" not in row["reason"]

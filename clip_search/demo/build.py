@@ -12,11 +12,19 @@ import random
 import shutil
 from pathlib import Path
 
-from clip_search.demo.captions import LANGUAGES, caption, full_caption, parallel_pairs
+from clip_search.demo.captions import LANGUAGES, caption, demo_examples, full_caption, parallel_pairs
 from clip_search.demo.scenes import STORE_SEED, TRAIN_SEED, generate_scenes, render
 from clip_search.scratch import new_text_encoder, train_wordpiece_tokenizer
+from clip_search.store import write_examples
 
 STUDENT_SEED = TRAIN_SEED + 7  # scenes for the student's data: disjoint from the CLIP's and from evaluation
+
+DEMO_NOTICE = (
+    "This is the built-in **demo world**: 600 generated scenes of shapes, a small CLIP trained on them on a CPU, "
+    "and a multilingual text encoder distilled from it, all offline. Ask for shapes (circle, square, triangle, "
+    "star, heart), colours, sizes, counts and positions, in English, German, French, Spanish, Russian or Chinese. "
+    "To search your own photos: `clip-search precompute PHOTOS --out STORE`, then `clip-search serve STORE`."
+)
 
 
 def make_student_base(out: str | Path, *, scenes: int = 4000, vocab_size: int = 3000, hidden_size: int = 128, layers: int = 3, heads: int = 4, seed: int = STUDENT_SEED) -> Path:
@@ -50,3 +58,8 @@ def write_store_images(folder: str | Path, *, scenes: int = 600, size: int = 128
             render(scene, size).save(folder / name, optimize=True)
             f.write(json.dumps({"file_name": name, "caption": full_caption(scene, "en"), **{k: str(v) for k, v in scene.attributes().items()}}) + "\n")
     return folder
+
+
+def write_demo_examples(store: str | Path) -> Path:
+    """The demo store's examples.json: its example prompts (one language each, cycling) and its notice."""
+    return write_examples(Path(store), demo_examples(), DEMO_NOTICE)

@@ -96,7 +96,7 @@ def evaluate(
         _write_gallery(gallery, images, image_size)
         precompute(str(images), store_dir, model=str(model), text_model=str(text_model) if text_model else None, batch_size=128, num_workers=0, device=device, progress=False)
         engine = SearchEngine.load(store_dir, device=device)
-        matrix = engine.store.matrix
+        matrix = engine.store.vectors(range(len(engine.store)))
         # Rows are in sorted file order, which is scene order (zero-padded names).
         queries = eval_queries(gallery)
         relevant = truth_matrix(queries, gallery)

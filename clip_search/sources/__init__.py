@@ -8,18 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from clip_search.errors import SourceError
-from clip_search.sources.base import Source, SourceItem
-from clip_search.sources.folder import IMAGE_EXTENSIONS, FolderSource
+from clip_search.sources.base import SKIP_KEYS, Source, SourceItem, skip_row
+from clip_search.sources.folder import IMAGE_EXTENSIONS, FolderSource, local_path
 from clip_search.sources.hf_dataset import HF_PREFIX, HFDatasetSource, looks_like_saved_dataset
 from clip_search.sources.url_list import UrlListSource
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
+    "SKIP_KEYS",
     "FolderSource",
     "HFDatasetSource",
     "Source",
     "SourceItem",
     "UrlListSource",
+    "local_path",
     "open_source",
+    "skip_row",
 ]
 
 log = logging.getLogger(__name__)

@@ -5,14 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+SKIP_KEYS = ("index", "id", "ref", "reason")  # the keys of every skipped.jsonl row, in this order
+
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One image of a source: its position, unique id, and the metadata row it will get in the store."""
+    """One image of a source: its position, unique id, the metadata row it will get in the store, and
+    its fingerprint (see `Source.fingerprint`; "" where the source computes it only on demand)."""
 
     index: int
     id: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+def skip_row(index: int | None, item_id: str | None, ref: str | None, reason: str) -> dict[str, Any]:
+    """A skipped.jsonl row: source position (None if never an item), id (or None), where it is, and why."""
+    return {"index": index, "id": item_id, "ref": ref, "reason": reason}
 
 
 @runtime_checkable
@@ -30,10 +39,15 @@ class Source(Protocol):
 
     def fetch(self, index: int) -> bytes: ...
 
+    def fingerprint(self, index: int) -> str:
+        """A short string that changes when the item's image changes (what counts as a change is the source's)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able description for the manifest (type, location, counts)."""
         ...
 
     def listing_skips(self) -> list[dict[str, Any]]:
-        """Entries dropped while listing (e.g. duplicate ids), as skipped.jsonl rows with a `reason`."""
+        """Entries not listed as items, as skipped.jsonl rows with exactly the keys `SKIP_KEYS`:
+        `index` (None: never an item), `id` (str or None), `ref` (path, URL or row) and a one-line `reason`."""
         ...

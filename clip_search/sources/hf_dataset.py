@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -27,8 +28,12 @@ class HFDatasetSource:
     cache when HF_HUB_OFFLINE=1), a folder written by `save_to_disk` (a DatasetDict picks `split`), or a
     folder `load_dataset` understands (imagefolder, parquet ...). The image column is `image_column`, else
     the first `datasets.Image` column. The id is an `id` column when its values are unique, else the row
-    index. Metadata holds `path` (the image's file when the dataset reads one from disk, else
-    `<dataset>#row=<n>`), the other scalar columns (class labels as their names) and `row`.
+    index. Metadata holds `path` (the image's file when the dataset reads one from disk, else None), the
+    other scalar columns (class labels as their names) and `row`, the row number in the split, which is
+    how an image stored as bytes is found again (`fetch(row)`).
+
+    `fingerprint(index)` hashes the row's encoded image bytes (or, for an image the dataset reads from
+    disk, its path, size and mtime); it reads the row, so `item()` leaves `SourceItem.fingerprint` "".
     """
 
     def __init__(
@@ -62,10 +67,11 @@ class HFDatasetSource:
         return self._count
 
     def item(self, index: int) -> SourceItem:
-        """The item at `index`: its id, `path`, its scalar columns and its row number."""
+        """The item at `index`: its id, `path` (None for bytes), its scalar columns and its row number;
+        no fingerprint (see `fingerprint`)."""
         if not 0 <= index < self._count:
             raise IndexError(f"row {index} out of range for {self._count} rows")
-        metadata: dict[str, Any] = {"path": self._image_file(index) or f"{self._location}#row={index}"}
+        metadata: dict[str, Any] = {"path": self._image_file(index)}
         if self._meta is not None:
             for name, value in self._meta[index].items():
                 metadata[_meta_key(name)] = _scalar(value, self._scalar_features[name])
@@ -92,6 +98,27 @@ class HFDatasetSource:
         except OSError as e:
             raise SkipItem(f"cannot read image file {path}: {e.strerror or e}") from e
 
+    def fingerprint(self, index: int) -> str:
+        """blake2b (16 hex digits) of the row's encoded image bytes, or of path, size and mtime for an
+        image the dataset reads from disk (a missing file hashes its path alone)."""
+        if not 0 <= index < self._count:
+            raise IndexError(f"row {index} out of range for {self._count} rows")
+        value = self._images[index][self.image_column]
+        if isinstance(value, dict) and not value.get("bytes") and value.get("path"):
+            path = str(value["path"])
+            try:
+                info = os.stat(path)
+                data = f"{path}\0{info.st_size}\0{info.st_mtime_ns}".encode("utf-8", "surrogateescape")
+            except OSError:
+                data = f"{path}\0missing".encode("utf-8", "surrogateescape")
+        elif isinstance(value, dict):
+            data = bytes(value.get("bytes") or b"")
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+        else:
+            data = b""
+        return hashlib.blake2b(data, digest_size=8).hexdigest()
+
     def _image_file(self, index: int) -> str | None:
         """The file the row's image is read from, when the dataset stores a path and no bytes."""
         if self._image_arrow is None:
@@ -115,7 +142,7 @@ class HFDatasetSource:
         }
 
     def listing_skips(self) -> list[dict[str, Any]]:
-        """Nothing is dropped while listing a dataset; unreadable rows are skipped when fetched."""
+        """Nothing is dropped while listing a dataset ([]); unreadable rows are skipped when fetched."""
         return []
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ from clip_search.config import (
 )
 from clip_search.errors import SourceError
 from clip_search.fetch import download
-from clip_search.sources.base import SourceItem
+from clip_search.sources.base import SourceItem, skip_row
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,11 @@ class UrlListSource:
     Formats: a plain text file with one URL per line (blank lines and `#` comments ignored); a CSV or
     TSV whose header has a `url` (or `photo_image_url`) column; Unsplash Lite's `photos.tsv000`.
     Rows are numbered as lines of the file, from 1, so a header is row 1 and the first data row is
-    row 2; skip reasons name these numbers. The id is an `id` (or `photo_id`) column, else the URL;
-    a repeated id keeps its first row. images.unsplash.com URLs get `w=<resize_width>` so a resized
-    copy is downloaded (`resize_width=None` or 0 downloads the original).
+    row 2; skip reasons start with these numbers ("row 5: duplicate id of row 2"). The id is an `id`
+    (or `photo_id`) column, else the URL; a repeated id keeps its first row. images.unsplash.com URLs
+    get `w=<resize_width>` so a resized copy is downloaded (`resize_width=None` or 0 downloads the
+    original). An item's fingerprint is the URL it downloads: a different image put behind the same
+    URL is not noticed (telling would mean downloading it).
     """
 
     def __init__(
@@ -72,7 +74,8 @@ class UrlListSource:
 
     def item(self, index: int) -> SourceItem:
         """The item at `index`, with `url`, `caption` (where the file has one) and the other columns."""
-        return SourceItem(index=index, id=self._ids[index], metadata=dict(self._metadata[index]))
+        metadata = dict(self._metadata[index])
+        return SourceItem(index=index, id=self._ids[index], metadata=metadata, fingerprint=self._urls[index])
 
     def fetch(self, index: int) -> bytes:
         """Download the image; any failure is a `SkipItem` with the reason."""
@@ -80,12 +83,17 @@ class UrlListSource:
             self._urls[index], timeout_s=self.timeout_s, retries=self.retries, max_bytes=self.max_bytes
         )
 
+    def fingerprint(self, index: int) -> str:
+        """The URL downloaded for the item (with the resize width applied), as listed: no download."""
+        return self._urls[index]
+
     def describe(self) -> dict[str, Any]:
         """Type, absolute file path and number of URLs."""
         return {"type": "url_list", "file": str(self.path), "count": len(self._ids)}
 
     def listing_skips(self) -> list[dict[str, Any]]:
-        """Rows dropped while reading: no or invalid URL, empty or duplicate id."""
+        """Rows dropped while reading (no or invalid URL, empty or duplicate id), in file order: `index` None,
+        `id` the row's id (None when empty), `ref` its URL as written (else "row N"), `reason` "row N: why"."""
         return [dict(row) for row in self._skips]
 
     def __repr__(self) -> str:
@@ -151,26 +159,22 @@ class UrlListSource:
                 if name not in (url_col, id_col) and name not in ("url", "caption"):
                     metadata[name] = value
             if id_col and url and not item_id:
-                reason = f"row {number}: empty {id_col}"
-                self._skips.append({"id": None, "row": number, "url": url, "reason": reason})
+                self._skips.append(skip_row(None, None, url, f"row {number}: empty {id_col}"))
                 continue
             self._add(number, url, item_id, metadata)
 
     def _add(self, number: int, raw_url: str, item_id: str, metadata: dict[str, Any]) -> None:
         """Validate one row's URL and id, then keep it or record why not."""
         if not raw_url:
-            self._skips.append({"id": item_id or None, "row": number, "reason": f"row {number}: no URL"})
+            self._skips.append(skip_row(None, item_id or None, f"row {number}", f"row {number}: no URL"))
             return
         if not _is_http_url(raw_url):
-            self._skips.append(
-                {"id": item_id or None, "row": number, "url": raw_url, "reason": f"row {number}: invalid URL"}
-            )
+            self._skips.append(skip_row(None, item_id or None, raw_url, f"row {number}: invalid URL"))
             return
         if item_id in self._first_row:
             first = self._first_row[item_id]
-            self._skips.append(
-                {"id": item_id, "row": number, "url": raw_url, "reason": f"duplicate id of row {first}"}
-            )
+            reason = f"row {number}: duplicate id of row {first}"
+            self._skips.append(skip_row(None, item_id, raw_url, reason))
             return
         self._first_row[item_id] = number
         url = _resized(raw_url, self.resize_width)

@@ -1,0 +1,203 @@
+"""Approximate top-k with faiss (inner product): an HNSW graph, or IVF-PQ with an exact re-rank of a shortlist."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clip_search.index.exact import IndexFileError, as_queries, check_allowed, empty_result, select_top_k
+
+log = logging.getLogger(__name__)
+
+KINDS = ("hnsw", "ivfpq")
+HNSW_DEFAULTS: dict[str, Any] = {"M": 32, "efConstruction": 64, "storage": "SQ8", "efSearch": 64, "rerank": 0}
+IVFPQ_DEFAULTS: dict[str, Any] = {"nlist": None, "m": None, "nbits": 8, "nprobe": 16, "rerank": 100}
+MAX_NLIST = 2048  # coarse lists; more cost k-means and assignment time that 2 cores do not have at 10M rows
+PQ_TRAIN_PER_CENTROID = 64  # PQ codebooks train on at most 64 × 2^nbits rows (faiss' 8-d k-means is slow here)
+PQ_TRAIN_ITERATIONS = 10
+TRAIN_PER_LIST = 50  # training rows per coarse list (faiss wants at least 39)
+MAX_TRAIN_ROWS = 200_000
+ADD_CHUNK_ROWS = 65_536  # rows converted to float32 and added at a time
+EXACT_FILTER_ROWS = 20_000  # a filter allowing at most this many rows is searched exactly instead
+RERANK_QUERY_BLOCK = 64  # queries re-ranked together (bounds the gathered Q×S×D block)
+
+
+def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
+    """The build and search parameters of `kind` for n rows of dimension dim, before tuning."""
+    if kind == "hnsw":
+        return dict(HNSW_DEFAULTS)
+    if kind != "ivfpq":
+        raise ValueError(f"unknown ANN kind {kind!r}: expected one of {KINDS}")
+    params = dict(IVFPQ_DEFAULTS)
+    params["nlist"] = int(min(MAX_NLIST, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+    params["m"] = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
+    return params
+
+
+def factory_string(kind: str, params: dict[str, Any]) -> str:
+    """The faiss index_factory description of an index of `kind`."""
+    if kind == "hnsw":
+        return f"HNSW{params['M']},{params['storage']}"
+    return f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}"
+
+
+def set_threads(threads: int | None) -> int:
+    """Set faiss' OpenMP threads (default: every core this process may use); returns the count."""
+    import faiss
+
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    faiss.omp_set_num_threads(int(threads))
+    return int(threads)
+
+
+def _float32_rows(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The given rows (any order, repeats allowed) as a float32 matrix, reading only those rows."""
+    unique, inverse = np.unique(rows, return_inverse=True)
+    return np.asarray(embeddings[unique], dtype=np.float32)[inverse]
+
+
+def _training_sample(embeddings: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` rows drawn at random (sorted reads) as float32."""
+    n = embeddings.shape[0]
+    if count >= n:
+        return np.asarray(embeddings, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+    return np.asarray(embeddings[rows], dtype=np.float32)
+
+
+class AnnIndex:
+    """A faiss index over a store's rows (ids = row numbers), searched with an optional filter and exact re-rank."""
+
+    def __init__(self, index: Any, kind: str, params: dict[str, Any], embeddings: np.ndarray) -> None:
+        self.index = index
+        self.kind = kind
+        self.params = dict(params)
+        self.embeddings = embeddings
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, kind: str, params: dict | None = None, *, threads: int | None = None) -> AnnIndex:
+        """Train and fill an index of `kind` ("hnsw" or "ivfpq") over every row of `embeddings`."""
+        import faiss
+
+        n, dim = embeddings.shape
+        params = dict(default_params(kind, n, dim), **(params or {}))
+        set_threads(threads)
+        started = time.perf_counter()
+        index = faiss.index_factory(dim, factory_string(kind, params), faiss.METRIC_INNER_PRODUCT)
+        if kind == "hnsw":
+            index.hnsw.efConstruction = int(params["efConstruction"])
+        else:
+            clustering = faiss.downcast_index(faiss.extract_index_ivf(index)).pq.cp
+            clustering.max_points_per_centroid, clustering.niter = PQ_TRAIN_PER_CENTROID, PQ_TRAIN_ITERATIONS
+        train_rows = min(n, max(TRAIN_PER_LIST * int(params.get("nlist") or 0), 65_536), MAX_TRAIN_ROWS)
+        index.train(_training_sample(embeddings, train_rows))
+        log.info("%s: trained %s on %d rows in %.1f s", kind, factory_string(kind, params), train_rows, time.perf_counter() - started)
+        for start in range(0, n, ADD_CHUNK_ROWS):
+            index.add(np.asarray(embeddings[start : start + ADD_CHUNK_ROWS], dtype=np.float32))
+            if (start // ADD_CHUNK_ROWS) % 16 == 15:
+                log.info("%s: added %d of %d rows in %.0f s", kind, index.ntotal, n, time.perf_counter() - started)
+        log.info("%s: built over %d rows in %.1f s", kind, n, time.perf_counter() - started)
+        return cls(index, kind, params, embeddings)
+
+    @staticmethod
+    def file_name(kind: str) -> str:
+        """The file an index of `kind` is saved in."""
+        return f"index-{kind}.faiss"
+
+    def save(self, folder: Path) -> list[str]:
+        """Write the faiss index into `folder` (atomically); returns the file names written."""
+        import faiss
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.file_name(self.kind)
+        tmp = folder / f".{name}.partial"
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, folder / name)
+        return [name]
+
+    @classmethod
+    def load(cls, folder: Path, kind: str, params: dict, embeddings: np.ndarray) -> AnnIndex:
+        """Read an index saved by `save`; IndexFileError names a missing, unreadable or mismatched file."""
+        import faiss
+
+        if kind not in KINDS:
+            raise ValueError(f"unknown ANN kind {kind!r}: expected one of {KINDS}")
+        path = Path(folder) / cls.file_name(kind)
+        if not path.is_file():
+            raise IndexFileError(f"{path}: index file is missing; rebuild the index")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise IndexFileError(f"{path}: cannot read the index ({str(exc).splitlines()[0][:200]}); rebuild it") from exc
+        if index.ntotal != embeddings.shape[0] or index.d != embeddings.shape[1]:
+            raise IndexFileError(
+                f"{path}: index holds {index.ntotal}×{index.d} vectors, the store {embeddings.shape[0]}×{embeddings.shape[1]}; rebuild it"
+            )
+        return cls(index, kind, dict(default_params(kind, *embeddings.shape), **params), embeddings)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def bytes_per_vector(self) -> float:
+        """Size of the serialised index per row (the float16 store read by the re-rank is not counted)."""
+        import faiss
+
+        return float(faiss.serialize_index(self.index).nbytes) / max(1, len(self))
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-k rows and scores of each query, best first; only `allowed` rows when given."""
+        queries = as_queries(queries, self.embeddings.shape[1])
+        allowed = check_allowed(allowed, len(self))
+        k = max(0, int(k))
+        if k == 0 or len(self) == 0:
+            return empty_result(len(queries), k)
+        if allowed is not None and np.count_nonzero(allowed) <= EXACT_FILTER_ROWS:
+            return self._search_subset(queries, k, np.flatnonzero(allowed))
+        rerank = int(self.params.get("rerank") or 0)
+        ids, scores = self.shortlist(queries, max(k, rerank), allowed)
+        if rerank:
+            return self.rerank(queries, ids, k)
+        return select_top_k(np.where(ids >= 0, scores, -np.inf).astype(np.float32), ids, k)
+
+    def shortlist(self, queries: np.ndarray, size: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (Q×size, -1 padded) and approximate scores of the faiss search, best first by those scores."""
+        import faiss
+
+        keep = []  # objects faiss points into, alive until the search returns
+        sel = None
+        if allowed is not None:
+            bits = np.packbits(allowed, bitorder="little")
+            sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+            keep.append(bits)
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(int(self.params["efSearch"]), size), sel=sel)
+        else:
+            params = faiss.SearchParametersIVF(nprobe=int(self.params["nprobe"]), sel=sel)
+        scores, ids = self.index.search(queries, int(min(size, len(self))), params=params)
+        return ids, scores
+
+    def rerank(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of each query among its shortlisted rows, scored against the float16 store."""
+        parts = []
+        for start in range(0, len(queries), RERANK_QUERY_BLOCK):
+            block = ids[start : start + RERANK_QUERY_BLOCK]
+            vectors = _float32_rows(self.embeddings, np.where(block >= 0, block, 0).ravel()).reshape(*block.shape, -1)
+            scores = np.einsum("qsd,qd->qs", vectors, queries[start : start + RERANK_QUERY_BLOCK])
+            parts.append(select_top_k(np.where(block >= 0, scores, -np.inf).astype(np.float32), block, k))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _search_subset(self, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over a few allowed rows (a selective filter defeats a graph or a few coarse lists)."""
+        if len(rows) == 0:
+            return empty_result(len(queries), k)
+        scores = queries @ np.asarray(self.embeddings[rows], dtype=np.float32).T
+        return select_top_k(scores, rows.astype(np.int64), k)

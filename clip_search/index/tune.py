@@ -1,0 +1,133 @@
+"""Which index a store of a given size gets, and tuning an ANN index's search knobs to a recall target."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from clip_search.index.ann import AnnIndex
+from clip_search.index.exact import ExactIndex, Index
+
+log = logging.getLogger(__name__)
+
+# "auto": exact search below EXACT_MAX_ROWS (measured by bench/scale.py: ~1 ms at 25k, ~70 ms at 1M on 2 cores,
+# so ~20 ms near 200k), an HNSW graph up to HNSW_MAX_ROWS (its memory and build time grow fast), IVF-PQ above.
+EXACT_MAX_ROWS = 200_000
+HNSW_MAX_ROWS = 2_000_000
+
+EF_SEARCH_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+NPROBE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+RERANK_FACTORS = (5, 10, 20, 50, 100)  # shortlist sizes tried, as multiples of k
+RERANK_ROW_COST = 4.0  # cost of re-ranking one row (a random float16 read + a dot) against scanning one PQ code, per byte
+
+
+def choose_kind(n: int) -> str:
+    """The index kind "auto" picks for n rows: exact, hnsw or ivfpq."""
+    if n < EXACT_MAX_ROWS:
+        return "exact"
+    if n < HNSW_MAX_ROWS:
+        return "hnsw"
+    return "ivfpq"
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of the share of the true top-k rows (-1 padding ignored) that were found."""
+    found, truth = np.atleast_2d(found), np.atleast_2d(truth)
+    hits, total = 0, 0
+    for f, t in zip(found, truth):
+        t = t[t >= 0]
+        hits += len(np.intersect1d(f[f >= 0], t))
+        total += len(t)
+    return hits / total if total else 1.0
+
+
+def _prefix_recall(shortlist: np.ndarray, truth: np.ndarray, size: int) -> float:
+    """Recall@k after an exact re-rank of the first `size` shortlisted rows: the true rows among them."""
+    return recall_at_k(shortlist[:, :size], truth)
+
+
+def _tune_hnsw(index: AnnIndex, queries: np.ndarray, truth: np.ndarray, k: int, target: float) -> tuple[dict, float]:
+    """The lowest efSearch reaching `target` on the tuning queries (the highest tried when none does)."""
+    recall = 0.0
+    for ef in EF_SEARCH_STEPS:
+        if ef < k:
+            continue
+        index.params["efSearch"] = ef
+        recall = recall_at_k(index.search(queries, k)[0], truth)
+        log.info("hnsw efSearch=%d: recall@%d %.4f", ef, k, recall)
+        if recall >= target:
+            break
+    return {"efSearch": index.params["efSearch"]}, recall
+
+
+def _tune_ivfpq(index: AnnIndex, queries: np.ndarray, truth: np.ndarray, k: int, target: float) -> tuple[dict, float]:
+    """The cheapest (nprobe, rerank) reaching `target` on the tuning queries, by codes scanned + rows re-ranked."""
+    n, dim = index.embeddings.shape
+    nlist, m = index.params["nlist"], index.params["m"]
+    sizes = [k * f for f in RERANK_FACTORS]
+    best: tuple[float, dict, float] | None = None
+    fallback: tuple[float, dict] = (-1.0, {})
+    for nprobe in NPROBE_STEPS:
+        if nprobe > nlist:
+            break
+        index.params["nprobe"] = nprobe
+        shortlist, _ = index.shortlist(queries, max(sizes))
+        for size in sizes:
+            recall = _prefix_recall(shortlist, truth, size)
+            cost = nprobe * n / nlist * m + size * dim * 2 * RERANK_ROW_COST
+            if recall > fallback[0]:
+                fallback = (recall, {"nprobe": nprobe, "rerank": size})
+            if recall >= target and (best is None or cost < best[0]):
+                best = (cost, {"nprobe": nprobe, "rerank": size}, recall)
+        log.info("ivfpq nprobe=%d: recall@%d after re-rank of %s: %s", nprobe, k, sizes,
+                 [round(_prefix_recall(shortlist, truth, s), 4) for s in sizes])
+        if _prefix_recall(shortlist, truth, sizes[0]) >= target:
+            break  # more lists only cost more: even the shortest shortlist reaches the target
+    if best is None:
+        log.warning("ivfpq: recall target %.3f not reached; best %.4f with %s", target, *fallback)
+        return fallback[1], fallback[0]
+    return best[1], best[2]
+
+
+def build_index(
+    embeddings: np.ndarray,
+    queries: np.ndarray,
+    *,
+    kind: str = "auto",
+    recall_target: float = 0.95,
+    k: int = 10,
+    threads: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[Index, dict]:
+    """Build an index of `kind` and tune its search knobs to `recall_target` recall@k on half of `queries`.
+
+    `queries` are text embeddings (the side of CLIP's modality gap that searches happen from). The first half
+    tunes efSearch (hnsw) or nprobe + re-rank shortlist (ivfpq) to the lowest setting reaching the target against
+    exact search; the second half measures the recall reported. Returns the index and an info dict.
+    """
+    n, dim = embeddings.shape
+    kind = choose_kind(n) if kind == "auto" else kind
+    started = time.perf_counter()
+    if kind == "exact":
+        index = ExactIndex(embeddings)
+        info = {"kind": "exact", "params": {}, "build_seconds": time.perf_counter() - started, "recall_at_10": 1.0,
+                "bytes_per_vector": float(dim * 4 if index.matrix is not None else 0), "tuned_on": 0, "measured_on": 0}
+        return index, info
+    ann = AnnIndex.build(embeddings, kind, params, threads=threads)
+    build_seconds = time.perf_counter() - started
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    half = len(queries) // 2
+    tune_q, measure_q = queries[:half], queries[half:]
+    truth = ExactIndex(embeddings).search(queries, k)[0]
+    tune = _tune_hnsw if kind == "hnsw" else _tune_ivfpq
+    knobs, tuned_recall = tune(ann, tune_q, truth[:half], k, recall_target)
+    ann.params.update(knobs)
+    measured = recall_at_k(ann.search(measure_q, k)[0], truth[half:])
+    info = {"kind": kind, "params": dict(ann.params), "build_seconds": build_seconds, "recall_at_10": measured,
+            "tuned_recall": tuned_recall, "k": k, "bytes_per_vector": ann.bytes_per_vector,
+            "tuned_on": len(tune_q), "measured_on": len(measure_q)}
+    log.info("%s index: %s", kind, info)
+    return ann, info

@@ -1,0 +1,206 @@
+"""`EmbeddingStore`: a store folder opened and validated, its rows read by number, and each row's image found."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from clip_search.config import STORE_CHECK_CHUNK_ROWS, STORE_NORM_TOLERANCE
+from clip_search.errors import SkipItem, StoreError
+from clip_search.store.examples import StoreExamples, read_examples
+from clip_search.store.files import EMBEDDINGS, METADATA
+from clip_search.store.manifest import MANIFEST, Manifest, read_manifest
+from clip_search.store.refs import ImageRef, resolve_ref, source_root
+
+
+@dataclass
+class EmbeddingStore:
+    """A loaded, validated store: memory-mapped float16 embeddings, their metadata rows, and the manifest."""
+
+    root: Path
+    manifest: Manifest
+    embeddings: np.ndarray
+    metadata: pa.Table
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify: bool = True) -> EmbeddingStore:
+        """Open the store at `path`; any inconsistency is a StoreError naming the file and the mismatch.
+
+        `verify` also reads every vector once to check it is finite and of unit length (a damaged or
+        hand-edited matrix is refused, naming its first bad row).
+        """
+        root = Path(path)
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            hint = "" if root.exists() else " (the folder does not exist)"
+            raise StoreError(f"no embedding store at {root}: {MANIFEST} not found{hint}; build one with `clip-search precompute`")
+        manifest = read_manifest(manifest_path)
+        embeddings = _read_embeddings(root / EMBEDDINGS, manifest)
+        metadata = _read_metadata(root / METADATA, manifest)
+        if verify:
+            check_unit_rows(embeddings, root / EMBEDDINGS)
+        return cls(root, manifest, embeddings, metadata)
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.embeddings.shape[1])
+
+    @property
+    def model_id(self) -> str:
+        """The CLIP model that made the image embeddings, as the manifest records it."""
+        return self.manifest.model.id
+
+    def model_path(self) -> str:
+        """That model as something `from_pretrained` opens: a folder resolved against the store, or a hub id."""
+        return resolve_ref(self.manifest.model.id, self.root)
+
+    def text_model_path(self) -> str | None:
+        """The multilingual student recorded for this store's queries, resolved likewise; None when there is none."""
+        ref = self.manifest.text_model
+        return resolve_ref(ref, self.root) if ref else None
+
+    def vectors(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The embeddings of the given rows as float32 (only those rows are read from disk)."""
+        return np.asarray(self.embeddings[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+
+    def rows(self, rows: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """Metadata rows for the given row numbers, in that order (read with `take`, not a whole-table conversion)."""
+        return self.metadata.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+
+    @property
+    def columns(self) -> list[str]:
+        """The metadata columns."""
+        return list(self.metadata.column_names)
+
+    def image_ref(self, row: dict[str, Any]) -> ImageRef:
+        """Where a metadata row's image is, without opening it."""
+        if row.get("url"):
+            return ImageRef(url=str(row["url"]))
+        root = source_root(self.manifest.source, self.root)
+        if row.get("path") is not None or row.get("path_bytes") is not None:
+            return ImageRef(file=_local_path(root, row))
+        if row.get("row") is not None and self.manifest.source.type == "hf_dataset":
+            return ImageRef(dataset_row=int(row["row"]))
+        raise StoreError(f"{self.root / METADATA}: row {row.get('id')!r} has no path, url or dataset row")
+
+    def open_image(self, row: dict[str, Any]) -> Any:
+        """The row's image decoded as RGB PIL: read from its file, downloaded from its URL, or taken from its dataset row.
+
+        Raises SkipItem with the reason when the image is gone or no longer decodes.
+        """
+        from clip_search.decode import decode_image
+
+        ref = self.image_ref(row)
+        name = str(row.get("id"))
+        if ref.url:
+            from clip_search.fetch import download
+
+            return decode_image(download(ref.url), name=name)
+        if ref.file is not None:
+            try:
+                data = ref.file.read_bytes()
+            except OSError as exc:
+                raise SkipItem(f"image file is gone or unreadable: {exc.strerror or exc}") from None
+            return decode_image(data, name=name)
+        return decode_image(self._dataset().fetch(int(ref.dataset_row or 0)), name=name)
+
+    def served_roots(self) -> list[Path]:
+        """The folders holding this store's local images (none for URL stores): what an app may serve, and no more."""
+        source = source_root(self.manifest.source, self.root)
+        if source is not None:
+            return [source]
+        if "path" not in self.metadata.column_names:
+            return []
+        parents = {Path(p).resolve().parent for p in pc.drop_null(self.metadata.column("path")).to_pylist() if p}
+        roots: list[Path] = []
+        for folder in sorted(parents, key=lambda p: (len(p.parts), str(p))):
+            if not any(folder.is_relative_to(root) for root in roots):
+                roots.append(folder)
+        return roots
+
+    def examples(self) -> StoreExamples | None:
+        """The example prompts and notice shipped with this store (examples.json), if any."""
+        return read_examples(self.root)
+
+    def check_encoder(self, dim: int, name: str) -> None:
+        """Refuse a text or image encoder whose output dimension differs from the store's."""
+        if dim != self.dim:
+            raise StoreError(
+                f"{name} gives {dim}-dimensional embeddings but the store at {self.root} holds {self.dim}-dimensional ones "
+                f"made by {self.model_id}; use a model made for {self.model_id}"
+            )
+
+    def _dataset(self) -> Any:
+        """The source dataset of a dataset store, opened once, for rows whose image bytes live there."""
+        if getattr(self, "_opened_dataset", None) is None:
+            from clip_search.sources import open_source
+
+            info = self.manifest.source
+            spec = f"hf://datasets/{info.name}" if info.name else (info.path or "")
+            self._opened_dataset = open_source(spec, split=info.split, image_column=info.image_column)
+        return self._opened_dataset
+
+
+def _local_path(root: Path | None, row: dict[str, Any]) -> Path:
+    """A row's image file: its exact on-disk name (kept as bytes when not UTF-8), against the source folder."""
+    from clip_search.sources.folder import local_path
+
+    return local_path(root or Path("/"), row)
+
+
+def check_unit_rows(embeddings: np.ndarray, path: Path, *, chunk_rows: int = STORE_CHECK_CHUNK_ROWS) -> None:
+    """Refuse a matrix with a non-finite or non-unit row, naming the first one."""
+    for start in range(0, embeddings.shape[0], chunk_rows):
+        chunk = np.asarray(embeddings[start : start + chunk_rows], dtype=np.float32)
+        finite = np.isfinite(chunk).all(axis=1)
+        norms = np.linalg.norm(np.where(finite[:, None], chunk, 0), axis=1)
+        bad = np.flatnonzero(~finite | (np.abs(norms - 1) > STORE_NORM_TOLERANCE))
+        if bad.size:
+            row = start + int(bad[0])
+            what = "holds NaN or infinity" if not finite[bad[0]] else f"has length {norms[bad[0]]:.4f}, not 1"
+            raise StoreError(f"{path}: row {row} {what}; the store is damaged: rebuild it with `clip-search precompute`")
+
+
+def _read_embeddings(path: Path, manifest: Manifest) -> np.ndarray:
+    if not path.is_file():
+        raise StoreError(f"{path} not found: the store is incomplete")
+    try:
+        matrix = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    expected = (manifest.count, manifest.dim)
+    if matrix.ndim != 2 or tuple(matrix.shape) != expected:
+        raise StoreError(f"{path} has shape {tuple(matrix.shape)} but {MANIFEST} says count={expected[0]}, dim={expected[1]}")
+    if str(matrix.dtype) != manifest.dtype:
+        raise StoreError(f"{path} holds {matrix.dtype} but {MANIFEST} says dtype={manifest.dtype}")
+    return matrix
+
+
+def _read_metadata(path: Path, manifest: Manifest) -> pa.Table:
+    if not path.is_file():
+        raise StoreError(f"{path} not found: the store is incomplete")
+    try:
+        table = pq.read_table(path, memory_map=True)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    if table.num_rows != manifest.count:
+        raise StoreError(f"{path} has {table.num_rows} rows but {MANIFEST} says count={manifest.count}")
+    if "id" not in table.column_names:
+        raise StoreError(f"{path} has no 'id' column")
+    if not {"path", "url", "row"} & set(table.column_names):
+        raise StoreError(f"{path} has no 'path', 'url' or 'row' column: its images cannot be found")
+    if pc.count_distinct(table.column("id")).as_py() != table.num_rows:
+        raise StoreError(f"{path}: the 'id' column has duplicates")
+    return table
