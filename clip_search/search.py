@@ -1,4 +1,4 @@
-"""Exact top-k search by dot product over L2-normalised embeddings, and query vectors built from several parts."""
+"""Query vectors built from several parts (text, image, "… but not …"), and top-k over an in-memory matrix."""
 
 from __future__ import annotations
 
@@ -6,29 +6,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clip_search.index.exact import select_top_k
 from clip_search.vectors import l2_normalise
 
 DEFAULT_NEGATIVE_WEIGHT = 0.5
 
 
 def top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row numbers and scores of the k rows of `matrix` most similar to `query`, best first.
-
-    `matrix` is N×D float32 (search in float32: numpy's float16 matmul is far slower); `query` is D.
-    """
-    n = matrix.shape[0]
-    k = max(0, min(int(k), n))
-    if k == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    scores = matrix @ np.asarray(query, dtype=np.float32)
-    if k < n:
-        candidates = np.argpartition(-scores, k - 1)[:k]
-    else:
-        candidates = np.arange(n)
-    # Sort the k by score, ties by row number, so results are deterministic.
-    order = np.lexsort((candidates, -scores[candidates]))
-    best = candidates[order]
-    return best.astype(np.int64), scores[best].astype(np.float32)
+    """Row numbers and scores of the k rows of an in-memory float32 `matrix` most similar to `query`, best first,
+    ties by row number (the selection every index uses)."""
+    k = max(0, min(int(k), matrix.shape[0]))
+    scores = (matrix @ np.asarray(query, dtype=np.float32))[None, :]
+    rows, best = select_top_k(scores, np.arange(matrix.shape[0], dtype=np.int64), k)
+    return rows[0], best[0]
 
 
 def combine_query(
