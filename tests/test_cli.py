@@ -131,3 +131,18 @@ def test_text_output_keeps_one_line_per_result(tmp_path: Path, tiny_clip: Path) 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and any(line.endswith("two\\nlines.png") for line in lines)
+
+
+@pytest.mark.parametrize("bad", ["nan", "zero"])
+def test_a_damaged_matrix_is_refused_never_printed_as_nan(folder_store: Path, tmp_path: Path, bad: str) -> None:
+    import numpy as np
+
+    from tests.conftest import copy_store
+
+    store = copy_store(folder_store, tmp_path / "store")
+    matrix = np.load(store / "embeddings.npy")
+    matrix[7] = np.nan if bad == "nan" else 0
+    np.save(store / "embeddings.npy", matrix)
+    result = clip_search("search", str(store), "a red circle", "--json")
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert f"{store / 'embeddings.npy'}: row 7 " in result.stderr
