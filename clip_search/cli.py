@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,17 +18,26 @@ log = logging.getLogger("clip_search")
 
 
 def _quiet_libraries() -> None:
-    """Keep model-loading chatter (per-weight progress bars, load reports) off the user's terminal."""
-    import transformers
+    """Keep model-loading chatter (per-weight progress bars, load reports) off the user's terminal.
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    Through the environment, read when transformers is first imported: importing it here would cost a
+    text-only search two seconds for nothing.
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def _add_model_options(p: argparse.ArgumentParser, *, model_default: str | None) -> None:
     p.add_argument("--model", default=model_default, help="CLIP checkpoint: hub id or local folder" + (f" (default {model_default})" if model_default else " (default: the store's)"))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present, else cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="compute precision (default: float16 on GPU, float32 on CPU)")
+
+
+def _add_text_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-backend", default="auto", choices=["auto", "onnx", "torch"], help="how query text is encoded: auto is an ONNX export (made once, cached) on CPU, else torch (default %(default)s)")
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
@@ -81,7 +91,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels else []
     if args.labels is not None and not labels:
         raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
-    engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory))
+    engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory), text_backend=args.text_backend)
     result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or ())
     if args.json:
         payload = [
@@ -134,7 +144,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from clip_search.ui import launch_app
 
-    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, host=args.host, port=args.port, share=args.share)
+    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, text_backend=args.text_backend, host=args.host, port=args.port, share=args.share)
     return 0
 
 
@@ -236,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory", default=None, help="memory exact search may keep, e.g. 2G (default: a float32 copy when it fits in 2 GiB; else chunks)")
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_text_backend(p)
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
 
@@ -252,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=config.APP_HOST, help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=config.APP_PORT, help="port to listen on (default %(default)s)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    _add_text_backend(p)
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_serve)

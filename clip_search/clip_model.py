@@ -15,15 +15,10 @@ from transformers import AutoProcessor, CLIPModel
 
 from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_TEXT_BATCH_SIZE
 from clip_search.device import resolve_device, resolve_dtype
-from clip_search.errors import ModelLoadError
+from clip_search.errors import ModelLoadError, one_line
 from clip_search.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @dataclass
@@ -54,7 +49,7 @@ class ClipEncoder:
             processor = AutoProcessor.from_pretrained(model_id, revision=revision)
         except (OSError, ValueError, KeyError) as exc:
             where = "local folder" if Path(model_id).exists() else "model id"
-            raise ModelLoadError(f"cannot load CLIP {where} {model_id!r}: {_one_line(exc)}") from None
+            raise ModelLoadError(f"cannot load CLIP {where} {model_id!r}: {one_line(exc)}") from None
         model.eval().to(dev)
         return cls(model, processor, str(model_id), revision, dev, torch_dtype)
 

@@ -1,5 +1,6 @@
 """Defaults, in one place: every other module takes these as arguments with these values."""
 
+import os
 from pathlib import Path
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -102,3 +103,11 @@ INDEX_PROBE_QUERIES: tuple[str, ...] = (
     "people walking in a busy street at night", "a red car parked by the sea", "a plate of pasta on a wooden table",
     "snowy mountains under a blue sky", "a black and white portrait", "children playing in a park",
 )
+
+
+def default_cache_dir() -> Path:
+    """Where clip-search caches what it derives from models (ONNX exports): $CLIP_SEARCH_CACHE, else
+    $XDG_CACHE_HOME/clip-search, else ~/.cache/clip-search."""
+    if os.environ.get("CLIP_SEARCH_CACHE"):
+        return Path(os.environ["CLIP_SEARCH_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "clip-search"

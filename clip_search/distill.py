@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from clip_search import config
-from clip_search.clip_model import ClipEncoder, _one_line
+from clip_search.clip_model import ClipEncoder
 from clip_search.vectors import l2_normalise
 from clip_search.device import resolve_device
-from clip_search.errors import ClipSearchError, ModelLoadError
+from clip_search.errors import ClipSearchError, ModelLoadError, one_line
 from clip_search.parallel_data import SOURCE_LANG, UNKNOWN_LANG, ParallelPair, load_parallel, split_held_out
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def _load_student(student: str, dim: int, max_seq_length: int, dev: torch.device
         try:
             model = SentenceTransformer(student, device=str(dev))
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"cannot load student {student!r}: {_one_line(exc)}") from None
+            raise ModelLoadError(f"cannot load student {student!r}: {one_line(exc)}") from None
         get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         if get() != dim:
             raise ModelLoadError(f"student {student!r} makes {get()}-d embeddings but the teacher's are {dim}-d; start from a plain encoder instead")

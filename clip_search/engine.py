@@ -98,19 +98,44 @@ class StoreSummary:
 class SearchEngine:
     """Searches one store with the encoders its manifest names (or compatible ones the caller names)."""
 
-    def __init__(self, store: EmbeddingStore, clip: ClipEncoder, text_encoder: TextEncoder | None = None, index: Index | None = None) -> None:
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        clip: ClipEncoder | Callable[[], ClipEncoder],
+        text_encoder: TextEncoder | None = None,
+        index: Index | None = None,
+        *,
+        multilingual: bool | None = None,
+    ) -> None:
+        """`clip` is the image encoder, or a function that loads it on first need (a text-only session never
+        imports torch); `text_encoder` defaults to CLIP's own."""
         from clip_search.index import ExactIndex
 
-        store.check_encoder(clip.dim, f"CLIP model {clip.model_id}")
         self.store = store
-        self.clip = clip
-        self.text_encoder: TextEncoder = text_encoder or clip
-        if text_encoder is not None:
-            store.check_encoder(text_encoder.dim, f"text model {getattr(text_encoder, 'model_id', '?')}")
+        self._clip = clip
+        if text_encoder is None:
+            text_encoder = self.clip
+        store.check_encoder(text_encoder.dim, f"text model {getattr(text_encoder, 'model_id', '?')}")
+        self.text_encoder: TextEncoder = text_encoder
+        self.multilingual = multilingual if multilingual is not None else text_encoder is not self._clip
         self.index: Index = index if index is not None else ExactIndex(store.embeddings)
-        self.logit_scale = clip.logit_scale
         self._label_cache = lru_cache(maxsize=64)(self._embed_labels)
         self._mask_cache = lru_cache(maxsize=32)(self._mask)
+
+    @property
+    def clip(self) -> ClipEncoder:
+        """The CLIP image encoder (loaded on first use when given as a loader)."""
+        if callable(self._clip) and not hasattr(self._clip, "encode_images"):
+            clip = self._clip()
+            self.store.check_encoder(clip.dim, f"CLIP model {clip.model_id}")
+            self._clip = clip
+        return self._clip
+
+    @property
+    def logit_scale(self) -> float:
+        """CLIP's temperature for zero-shot labels: recorded in the manifest, else read from the model."""
+        recorded = self.store.manifest.logit_scale
+        return float(recorded) if recorded is not None else float(self.clip.logit_scale)
 
     @classmethod
     def load(
@@ -123,37 +148,41 @@ class SearchEngine:
         dtype: str | None = None,
         use_index: bool = True,
         max_memory: int | None = None,
+        text_backend: str = "auto",
     ) -> SearchEngine:
         """Open a store, its index and its models: the manifest's CLIP and student unless `model`/`text_model` name others.
 
         `use_index=False` searches exactly even where the store has an approximate index; `max_memory` bounds
         the memory exact search may keep (bytes), beyond which it reads the stored matrix in chunks.
+        `text_backend` ("auto", "onnx", "torch") runs the query text encoder; the image encoder is loaded on
+        the first image query.
         """
-        from clip_search.clip_model import ClipEncoder
         from clip_search.store_index import open_index
+        from clip_search.text_backend import CLIP_TEXT as CLIP_TEXT_KIND
+        from clip_search.text_backend import STUDENT, load_text_encoder
 
         store = EmbeddingStore.open(store_path)
         stored_model = store.model_path()
+        revision = store.manifest.model.revision
         if model is not None and not same_model(model, stored_model):
             raise StoreError(
                 f"the store at {store.root} was made by {store.model_id}, not {model}: "
                 f"search it with its own model, or precompute a store with {model}"
             )
         index = open_index(store, use_index=use_index, max_memory=max_memory)
-        clip = ClipEncoder.load(stored_model, revision=store.manifest.model.revision, device=device, dtype=dtype)
+
+        def load_clip() -> ClipEncoder:
+            from clip_search.clip_model import ClipEncoder
+
+            return ClipEncoder.load(stored_model, revision=revision, device=device, dtype=dtype)
+
         # A model the manifest names may be relative to the store; one the caller names is taken as given.
         student_ref = text_model if text_model is not None else store.text_model_path()
-        student = None
         if student_ref and student_ref != CLIP_TEXT:
-            from clip_search.text_student import StudentTextEncoder
-
-            student = StudentTextEncoder.load(student_ref, device=device)
-        return cls(store, clip, student, index)
-
-    @property
-    def multilingual(self) -> bool:
-        """Whether text goes through a multilingual student rather than CLIP's English text encoder."""
-        return self.text_encoder is not self.clip
+            text = load_text_encoder(student_ref, STUDENT, backend=text_backend, device=device)
+            return cls(store, load_clip, text, index, multilingual=True)
+        text = load_text_encoder(stored_model, CLIP_TEXT_KIND, backend=text_backend, revision=revision, device=device)
+        return cls(store, text if hasattr(text, "encode_images") else load_clip, text, index, multilingual=False)
 
     def summary(self) -> StoreSummary:
         """How many images, which model, which languages, and the store's example prompts and notice."""

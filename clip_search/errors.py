@@ -23,3 +23,9 @@ class QueryError(ClipSearchError):
 
 class SkipItem(Exception):
     """One item of a source cannot be embedded; its message is the reason written to skipped.jsonl."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, cut to 300 characters: the tail of a user-facing error."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."

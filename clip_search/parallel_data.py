@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clip_search.errors import SourceError
+from clip_search.errors import SourceError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def _load_hub_dataset(spec: str, split: str) -> Any:
     try:
         return datasets.load_dataset(name, config or None, split=split)
     except (OSError, ValueError, KeyError) as exc:  # DatasetNotFoundError is an OSError
-        raise SourceError(f"cannot load dataset {spec} (split {split}): {_one_line(exc)}") from None
+        raise SourceError(f"cannot load dataset {spec} (split {split}): {one_line(exc)}") from None
 
 
 def _load_local_dataset(path: Path, split: str) -> Any:
@@ -286,7 +286,7 @@ def _load_local_dataset(path: Path, split: str) -> Any:
             return ds
         return datasets.load_dataset(str(path), split=split)
     except (OSError, ValueError, KeyError) as exc:  # DatasetNotFoundError is an OSError
-        raise SourceError(f"cannot load dataset folder {path} (split {split}): {_one_line(exc)}") from None
+        raise SourceError(f"cannot load dataset folder {path} (split {split}): {one_line(exc)}") from None
 
 
 def _from_dataset(ds: Any, spec: str, source_lang: str) -> tuple[list[ParallelPair], int]:
@@ -313,6 +313,3 @@ def _from_dataset(ds: Any, spec: str, source_lang: str) -> tuple[list[ParallelPa
     return pairs, skipped
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_search.clip_model import _one_line
 from clip_search.vectors import l2_normalise
 from clip_search.config import DEFAULT_TEXT_BATCH_SIZE
 from clip_search.device import resolve_device
-from clip_search.errors import ModelLoadError
+from clip_search.errors import ModelLoadError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class StudentTextEncoder:
             model = SentenceTransformer(model_id, device=str(dev))
         except (OSError, ValueError, KeyError) as exc:
             where = "local folder" if Path(model_id).exists() else "model id"
-            raise ModelLoadError(f"cannot load multilingual text {where} {model_id!r}: {_one_line(exc)}") from None
+            raise ModelLoadError(f"cannot load multilingual text {where} {model_id!r}: {one_line(exc)}") from None
         model.eval()
         return cls(model, str(model_id), dev)
 
@@ -68,7 +67,7 @@ def assemble_student(encoder_id: str, out_dim: int, *, device: str | None = None
     try:
         body = Transformer(encoder_id, max_seq_length=max_seq_length)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load student encoder {encoder_id!r}: {_one_line(exc)}") from None
+        raise ModelLoadError(f"cannot load student encoder {encoder_id!r}: {one_line(exc)}") from None
     width = body.get_embedding_dimension() if hasattr(body, "get_embedding_dimension") else body.get_word_embedding_dimension()
     pooling = Pooling(width, pooling_mode="mean")
     dense = Dense(width, out_dim, bias=True, activation_function=torch.nn.Identity())

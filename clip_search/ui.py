@@ -151,12 +151,13 @@ def load_app(
     text_model: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    text_backend: str = "auto",
 ) -> tuple[SearchEngine, gr.Blocks]:
     """The engine for `store` (default: `default_store()`) and the page built on it."""
     store = store if store is not None else default_store()
     if store is None:
         raise ClipSearchError("no store given: name the folder of a store built by `clip-search precompute`")
-    engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype)
+    engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend)
     return engine, build_app(engine)
 
 
@@ -167,12 +168,13 @@ def launch_app(
     text_model: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    text_backend: str = "auto",
     host: str = config.APP_HOST,
     port: int = config.APP_PORT,
     share: bool = False,
 ) -> None:
     """Load the app for `store` and serve it until interrupted."""
-    engine, demo = load_app(store, model=model, text_model=text_model, device=device, dtype=dtype)
+    engine, demo = load_app(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend)
     log.info("serving %d images from %s on http://%s:%d", engine.summary().count, store or default_store(), host, port)
     try:
         demo.launch(
@@ -395,6 +397,8 @@ def _gallery(engine: SearchEngine, result: SearchResult) -> list[tuple[Any, str]
 
 def _shown_image(engine: SearchEngine, hit: Any) -> Any:
     """What shows a hit: its URL or servable file path as is, else its decoded image (SkipItem when it is gone)."""
+    if hit.image.startswith(("https://", "http://")) or (os.path.isabs(hit.image) and _servable_name(hit.image) and os.path.isfile(hit.image)):
+        return hit.image  # the common case, without reading the row again
     shown = engine.image_for(hit)
     if isinstance(shown, str) and os.path.isabs(shown) and not (_servable_name(shown) and os.path.isfile(shown)):
         return engine.store.open_image(engine.store.rows([hit.row])[0])  # raises SkipItem with the reason

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# ONNX exports of the query encoders: kept between runs (keyed by the models' files), never in the user's cache.
+os.environ.setdefault("CLIP_SEARCH_CACHE", os.path.join(tempfile.gettempdir(), "clip-search-test-cache"))
 
 from pathlib import Path
 

@@ -17,9 +17,12 @@ import pyarrow as pa
 import pytest
 from gradio_client import Client, handle_file
 
-from clip_search.engine import SearchEngine, resolve_model_ref
-from clip_search.store import EmbeddingStore, write_store
-from clip_search.ui import SEARCH_API, TABLE_FIXED_HEADERS, build_app, image_roots, markdown_escape
+from dataclasses import replace
+
+from clip_search.engine import SearchEngine
+from PIL import Image
+from clip_search.store import EmbeddingStore, SourceInfo, write_store
+from clip_search.ui import SEARCH_API, TABLE_FIXED_HEADERS, build_app, markdown_escape
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -42,7 +45,7 @@ def _serve(engine: SearchEngine, **kwargs: object) -> tuple[object, str]:
         prevent_thread_lock=True,
         server_name="127.0.0.1",
         server_port=None,
-        allowed_paths=[str(p) for p in image_roots(engine.store)],
+        allowed_paths=[str(p) for p in engine.served_roots()],
         quiet=True,
     )
     return demo, url
@@ -115,7 +118,7 @@ def test_expected_failures_are_one_line_messages(client: Client, tmp_path: Path)
     not_an_image = tmp_path / "photo.png"
     not_an_image.write_bytes(b"this is not a picture")
     gallery, _, status = _search(client, image=handle_file(str(not_an_image)))
-    assert gallery == [] and "cannot read the uploaded image" in status and "\n" not in status.strip()
+    assert gallery == [] and "cannot read the image photo" in status and "\n" not in status.strip()
 
     for query in ("x" * 10_000, "🐱🐶 " * 50, "قطة حمراء", HOSTILE, "$$x^2$$ **bold** [a](http://e.x)"):
         gallery, _, status = _search(client, query, top_k=3)
@@ -155,11 +158,11 @@ def test_url_images_are_left_to_the_browser(folder_store: Path, photo_dir: Path,
     source = EmbeddingStore.open(folder_store)
     paths = source.metadata.column("path").to_pylist()
     metadata = pa.table({"id": paths, "url": [f"{base}/{p}" for p in paths], "caption": [f"photo <b>{p}</b>" for p in paths]})
-    model = {**source.manifest["model"], "id": resolve_model_ref(source.model_id, source.root)}
-    manifest = {**source.manifest, "model": model, "text_model": resolve_model_ref(source.text_model, source.root), "source": {"type": "url_list"}}
-    store = write_store(tmp_path / "url-store", np.asarray(source.embeddings), metadata, manifest)
+    model = replace(source.manifest.model, id=source.model_path())
+    manifest = replace(source.manifest, model=model, text_model=source.text_model_path(), source=SourceInfo("url_list", len(paths)))
+    store = write_store(tmp_path / "url-store", np.asarray(source.embeddings), metadata, (), manifest)
     engine = SearchEngine.load(store)
-    assert image_roots(engine.store) == []
+    assert engine.served_roots() == []
     demo, url = _serve(engine)
     try:
         gallery, _, _ = _search(Client(url, verbose=False, analytics_enabled=False, download_files=False), "a red circle", top_k=4)
@@ -223,3 +226,93 @@ def test_app_py_with_a_missing_store_says_so_in_one_line(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(missing) in lines[0], done.stderr
+
+
+def test_search_many_answers_as_search_does_one_by_one(folder_store: Path, photo_dir: Path) -> None:
+    """A batch gives each request what `search` gives it alone: same rows, ranks, scores, labels; errors per request."""
+    from PIL import Image
+
+    from clip_search.engine import Query
+    from clip_search.errors import ClipSearchError
+
+    engine = SearchEngine.load(folder_store)
+    picture = Image.open(photo_dir / "jpg" / "blue-square.jpg")
+    requests = [
+        Query("a red circle", top_k=5, labels=("red", "green", "blue")),
+        {"text": "a blue square", "negative": "a red circle", "top_k": 3},
+        Query(image=picture, top_k=4),
+        Query("a   red  circle", image=picture, top_k=16, labels=("circle", "square")),
+        Query("a green square", top_k=2, where=("path ~ png",)),
+        Query("ein roter Kreis", top_k=7, where=("path ~ jpg",), labels=("red", "blue")),
+        Query("   "),  # empty: fails alone
+        Query("a red circle", top_k=0),  # fails alone
+        Query("a red circle", where=("no_such_column == 1",)),  # fails alone
+        Query("a red circle", top_k=1),
+    ]
+    batch = engine.search_many(requests)
+    assert len(batch) == len(requests)
+    for request, got in zip(requests, batch):
+        q = request if isinstance(request, Query) else Query(**request)
+        try:
+            alone = engine.search(q.text, image=q.image, negative=q.negative, top_k=q.top_k, labels=q.labels, where=q.where)
+        except ClipSearchError as exc:
+            assert isinstance(got, ClipSearchError) and type(got) is type(exc) and str(got) == str(exc)
+            continue
+        assert not isinstance(got, ClipSearchError), got
+        assert [(h.rank, h.row, h.id, h.image, h.caption) for h in got.hits] == [(h.rank, h.row, h.id, h.image, h.caption) for h in alone.hits]
+        assert [h.score for h in got.hits] == pytest.approx([h.score for h in alone.hits], abs=1e-5)
+        assert [[lab for lab, _ in h.labels] for h in got.hits] == [[lab for lab, _ in h.labels] for h in alone.hits]
+        assert got.labels == alone.labels
+        if alone.probabilities is None:
+            assert got.probabilities is None
+        else:
+            assert got.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+        assert set(got.timings_ms) == {"encode", "search", "classify"}
+    assert engine.search_many([]) == []
+
+
+def test_every_stored_image_is_shown_whatever_its_name_or_fate(tiny_clip: Path, photo_dir: Path, tmp_path: Path) -> None:
+    """A file name with a newline is served (decoded); a file deleted after precompute is a placeholder with the reason."""
+    from clip_search.precompute import precompute
+
+    folder = tmp_path / "odd-names"
+    folder.mkdir()
+    sources = sorted((photo_dir / "jpg").glob("*.jpg"))[:4]
+    names = ["two\nlines.png", "gone.png", "plain.png", "tab\there #1 %20.png"]
+    for source, name in zip(sources, names):
+        Image.open(source).save(folder / name)
+    store = precompute(str(folder), tmp_path / "store", model=str(tiny_clip), batch_size=4, num_workers=0, progress=False).store
+    (folder / "gone.png").unlink()
+    engine = SearchEngine.load(store)
+    demo, url = _serve(engine)
+    try:
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path / "downloads"))
+        gallery, _, status = _search(client, "a red circle", top_k=10)
+    finally:
+        demo.close()
+    hits = engine.search("a red circle", top_k=10).hits
+    assert "**4** results" in status and len(gallery) == len(hits) == 4
+    assert all(Path(item["image"]).is_file() for item in gallery)  # every tile downloads
+    by_name = {Path(hit.image).name: item for hit, item in zip(hits, gallery)}
+    gone = by_name["gone.png"]["caption"]
+    assert "image unavailable" in gone and "gone or unreadable" in gone
+    for name in ("two\nlines.png", "plain.png", "tab\there #1 %20.png"):
+        assert "unavailable" not in by_name[name]["caption"]
+        shown = Image.open(by_name[name]["image"])
+        assert shown.size == Image.open(folder / name).size
+
+
+@pytest.mark.slow
+def test_load_batches_concurrent_queries(tmp_path: Path) -> None:
+    """bench/load.py's small setting: no errors, and 20 concurrent clients beat one client at a time."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "load.py"), "--small", "--json", str(tmp_path / "load.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    import json
+
+    report = json.loads((tmp_path / "load.json").read_text())
+    rows = {row["clients"]: row for row in report["demo"]["levels"]}
+    assert all(row["errors"] == 0 for row in rows.values())
+    assert rows[max(rows)]["qps"] > rows[1]["qps"]

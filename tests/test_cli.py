@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def clip_search(*args: str) -> subprocess.CompletedProcess:
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(REPO), "TOKENIZERS_PARALLELISM": "false", "CLIP_SEARCH_CACHE": os.environ["CLIP_SEARCH_CACHE"]}
     return subprocess.run([sys.executable, "-m", "clip_search.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -58,7 +59,7 @@ def test_expected_failures_are_one_line_and_exit_1(args: tuple[str, ...], messag
 
 
 def test_scripts_are_the_same_commands(tiny_clip: Path, photo_dir: Path, tmp_path: Path) -> None:
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "CLIP_SEARCH_CACHE": os.environ["CLIP_SEARCH_CACHE"]}
     built = subprocess.run(
         [sys.executable, "scripts/precompute.py", str(photo_dir), "--out", str(tmp_path / "s"), "--model", str(tiny_clip), "--text-model", "none", "--workers", "0", "--no-progress"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,

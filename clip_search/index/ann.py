@@ -44,7 +44,7 @@ def factory_string(kind: str, params: dict[str, Any]) -> str:
     """The faiss index_factory description of an index of `kind`."""
     if kind == "hnsw":
         return f"HNSW{params['M']},{params['storage']}"
-    return f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}"
+    return f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}np"  # np: no polysemous training (slow, unused)
 
 
 def set_threads(threads: int | None) -> int:

@@ -13,8 +13,9 @@ from clip_search.index.exact import ExactIndex, Index
 
 log = logging.getLogger(__name__)
 
-# "auto": exact search below EXACT_MAX_ROWS (measured by bench/scale.py: ~1 ms at 25k, ~70 ms at 1M on 2 cores,
-# so ~20 ms near 200k), an HNSW graph up to HNSW_MAX_ROWS (its memory and build time grow fast), IVF-PQ above.
+# "auto": exact search below EXACT_MAX_ROWS (exact p50 grows linearly with rows: NOTES.md saw 1.7 ms at 25k on an idle
+# dev machine, so ~14 ms at 200k; bench/scale.py on a busy one saw 11.7 ms at 25k and 0.74 s at 1M), an HNSW graph up to
+# HNSW_MAX_ROWS (its memory, ~800 B/row, and build time grow fast), IVF-PQ + exact re-rank above.
 EXACT_MAX_ROWS = 200_000
 HNSW_MAX_ROWS = 2_000_000
 
@@ -101,12 +102,14 @@ def build_index(
     k: int = 10,
     threads: int | None = None,
     params: dict[str, Any] | None = None,
+    truth: np.ndarray | None = None,
 ) -> tuple[Index, dict]:
     """Build an index of `kind` and tune its search knobs to `recall_target` recall@k on half of `queries`.
 
     `queries` are text embeddings (the side of CLIP's modality gap that searches happen from). The first half
     tunes efSearch (hnsw) or nprobe + re-rank shortlist (ivfpq) to the lowest setting reaching the target against
     exact search; the second half measures the recall reported. Returns the index and an info dict.
+    `truth` (the exact top-k rows of `queries`, when the caller has them) saves computing them again.
     """
     n, dim = embeddings.shape
     kind = choose_kind(n) if kind == "auto" else kind
@@ -121,7 +124,9 @@ def build_index(
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     half = len(queries) // 2
     tune_q, measure_q = queries[:half], queries[half:]
-    truth = ExactIndex(embeddings).search(queries, k)[0]
+    if truth is None:
+        truth = ExactIndex(embeddings).search(queries, k)[0]
+    truth = np.asarray(truth)[:, :k]
     tune = _tune_hnsw if kind == "hnsw" else _tune_ivfpq
     knobs, tuned_recall = tune(ann, tune_q, truth[:half], k, recall_target)
     ann.params.update(knobs)
