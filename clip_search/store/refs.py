@@ -23,10 +23,11 @@ class ImageRef:
     dataset_row: int | None = None
 
     def __str__(self) -> str:
+        """A display form, always valid UTF-8: bytes of a file name that are not are written as \\xNN."""
         if self.url:
             return self.url
         if self.file is not None:
-            return str(self.file)
+            return os.fsencode(self.file).decode("utf-8", "backslashreplace")
         return f"row {self.dataset_row}"
 
 
