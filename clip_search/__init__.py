@@ -18,6 +18,7 @@ _EXPORTS = {
     "EmbeddingStore": "clip_search.store",
     "SearchEngine": "clip_search.engine",
     "SearchResult": "clip_search.engine",
+    "Query": "clip_search.engine",
     "Hit": "clip_search.engine",
     "ClipEncoder": "clip_search.clip_model",
     "StudentTextEncoder": "clip_search.text_student",
