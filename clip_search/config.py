@@ -54,9 +54,14 @@ APP_MAX_UPLOAD_BYTES = 20_000_000  # uploads larger than this are refused before
 APP_MAX_TEXT_CHARS = 10_000  # a query, negative or label text longer than this is refused (the encoders read ~77 tokens)
 APP_MAX_LABELS = 32  # labels per search (each is embedded with every prompt template)
 APP_BATCH_SIZE = 64  # concurrent searches the app sends to the engine as one batch (`SearchEngine.search_many`)
-APP_SEARCH_CONCURRENCY = 32  # searches Gradio hands to the app at once (each waits for its batch in a thread)
-APP_QUEUE_SIZE = 256  # searches waiting beyond that: more are refused at once ("busy, retry") instead of queued
+APP_BATCH_WAIT_MS = 4.0  # under load, how long a batch may wait to gather as many searches as the last (alone: never)
+APP_SEARCH_CONCURRENCY = 64  # searches Gradio hands to the app at once (each waits for its batch as a coroutine)
+APP_QUEUE_SIZE = 256  # searches waiting beyond that (in Gradio's queue, or the batcher's): refused at once ("busy, retry")
 APP_SEARCH_TIMEOUT_S = 60.0  # a search not answered by then is given up with a "busy, retry" message
+APP_STATE_SESSIONS = 100  # Gradio sessions kept in memory (every API call is one; the page keeps no state in them)
+APP_API_MAX_BODY_BYTES = 256_000  # a JSON API request body larger than this is refused (413) before it is read
+APP_MAX_CONDITIONS = 16  # metadata conditions ("where") per search
+APP_IMAGE_MAX_AGE_S = 3600  # how long a browser may cache a result image (its URL names the store's revision)
 # Example prompts shown under the query box, one per language: en, de, fr, es, ru, zh, ja.
 APP_EXAMPLE_QUERIES: tuple[str, ...] = (
     "a dog running on the beach",

@@ -1,26 +1,40 @@
-"""The Gradio web app: a page that turns form inputs into one `SearchEngine.search` call and shows its result."""
+"""The web app: a Gradio page that turns form inputs into one search and shows its result, beside two plain routes.
+
+Routes mounted on the page's own server (every `launch` of the page adds them):
+
+- `GET /image/{revision}/{row}/{name}`: the image of store row `row` (`name` is only the file name, for downloads).
+  A local file is streamed as it is (JPEG, PNG, GIF, WebP, BMP, AVIF), any other format decoded and sent as PNG;
+  an image that is gone is a grey placeholder, with the reason in the `X-Image-Unavailable` header. A `row` that is
+  not a whole number in range, or a `revision` of another store, is a 404. Only rows of the store are ever served:
+  no path a client names is opened, and no folder is exposed through Gradio's file routes.
+- `POST /api/search`: the JSON API for programs (see `api_search`).
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 import os
-import queue
 import re
 import stat
-import threading
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
+from gradio.route_utils import get_api_call_path, get_root_url
 from gradio.utils import get_upload_folder
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from clip_search import config
+from clip_search.batcher import Busy, SearchBatcher
 from clip_search.classify import parse_labels
-from clip_search.engine import Query, SearchEngine, SearchResult
+from clip_search.engine import Hit, Query, SearchEngine, SearchResult
 from clip_search.errors import ClipSearchError, QueryError, SkipItem
 
 log = logging.getLogger(__name__)
@@ -31,6 +45,10 @@ MAX_CAPTION_CHARS = 140
 MAX_ECHO_CHARS = 80
 BUSY_MESSAGE = "⚠️ the server is busy: please retry in a moment"
 PLACEHOLDER_SIZE = 160
+API_FIELDS = ("query", "negative", "top_k", "labels", "where")
+# Formats every browser shows, served as stored; any other is decoded and sent as PNG.
+WEB_IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp", ".avif": "image/avif"}
+_ROW = re.compile(r"[0-9]{1,12}")
 
 # Characters Markdown (or the HTML inside it) would interpret; each is shown literally once escaped.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:])")
@@ -48,34 +66,51 @@ def markdown_escape(text: str) -> str:
     return "".join(_HTML_ENTITIES.get(ch, ch) for ch in _MARKDOWN_SPECIAL.sub(r"\\\1", flat))
 
 
-def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> gr.Blocks:
+class SearchPage(gr.Blocks):
+    """The search page: a Gradio Blocks whose every `launch` also serves the image route and the JSON API
+    (`routes`), and keeps at most APP_STATE_SESSIONS sessions (every API call is a session of its own)."""
+
+    routes: list[BaseRoute]
+    batcher: SearchBatcher
+
+    def launch(self, *args: Any, app_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """`gr.Blocks.launch`, with this page's routes added to the server it starts."""
+        merged = dict(app_kwargs or {})
+        merged["routes"] = [*self.routes, *merged.get("routes", [])]
+        kwargs.setdefault("state_session_capacity", config.APP_STATE_SESSIONS)
+        return super().launch(*args, app_kwargs=merged, **kwargs)
+
+
+def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchPage:
     """The search page for `engine`, with the example prompts and notice (trusted Markdown) its store ships.
 
-    The store's local image folders are registered with `gr.set_static_paths`, so result images are
-    served where they lie (not copied into Gradio's cache); URL images are left for the browser to load.
+    Result images reach the gallery as URLs: a URL store's own, else this server's `/image/...` route, so Gradio
+    neither checks nor copies a file per result and serves no folder. Searches from the page, the Gradio API and
+    the JSON API are answered together in batches by one `SearchBatcher`.
     """
-    roots = engine.served_roots()
-    if roots:
-        gr.set_static_paths(roots)
     summary = engine.summary()
     example_rows = [[q] for q in summary.examples]
     notice = summary.notice
 
-    batcher = _Batcher(engine, config.APP_BATCH_SIZE)
+    batcher = SearchBatcher(engine, config.APP_BATCH_SIZE, config.APP_BATCH_WAIT_MS, config.APP_QUEUE_SIZE)
 
-    def search(query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:
+    async def search(query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, request: gr.Request) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:
         try:
-            request = SearchRequest.from_payload(query, negative, image, top_k, labels_text)
-            picture = _read_upload(engine, request.upload)
-            result = batcher.search(request.query(picture), timeout=config.APP_SEARCH_TIMEOUT_S)
-            gallery = _gallery(engine, result)
+            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text)
+            picture = None
+            if form.upload is not None:
+                from anyio import to_thread
+
+                picture = await to_thread.run_sync(_read_upload, engine, form.upload)
+            result = await batcher.search_async(form.query(picture), timeout=config.APP_SEARCH_TIMEOUT_S)
+            gallery = _gallery(engine, result, _page_root(request, demo.root_path))
+        except Busy:
+            return [], _table(None), BUSY_MESSAGE
         except ClipSearchError as exc:
             return [], _table(None), f"⚠️ {markdown_escape(str(exc))}"
-        except FutureTimeout:
-            return [], _table(None), BUSY_MESSAGE
-        return gallery, _table(result), _status(request.text, request.negative, picture is not None, result)
+        return gallery, _table(result), _status(form.text, form.negative, picture is not None, result)
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    with SearchPage(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {markdown_escape(title)}\n\n{_store_line(engine)}", latex_delimiters=[])
         if notice:
             gr.Markdown(notice, latex_delimiters=[])
@@ -126,7 +161,7 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> gr.Bloc
         # Raw payloads (preprocess=False): every value is checked by `SearchRequest.from_payload`, the upload is
         # read by `_read_upload` (only a regular file in Gradio's upload folder, bounded) and decoded by our
         # hardened decoder, so a hostile value is a one-line message rather than an error inside Gradio.
-        # Concurrent searches wait in threads (concurrency_limit) while `_Batcher` runs them as one batch.
+        # Concurrent searches (up to concurrency_limit) wait as coroutines while `SearchBatcher` runs them as one batch.
         gr.on(
             [button.click, query.submit, negative.submit, labels.submit],
             search,
@@ -141,6 +176,8 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> gr.Bloc
             shown.load_input_event.then(search, inputs, outputs, api_visibility="private", preprocess=False)
     # Beyond APP_QUEUE_SIZE waiting searches, Gradio refuses new ones at once ("Queue is full") instead of queueing.
     demo.queue(max_size=config.APP_QUEUE_SIZE)
+    demo.batcher = batcher
+    demo.routes = api_routes(engine, batcher, root_path=lambda: demo.root_path)
     return demo
 
 
@@ -181,7 +218,6 @@ def launch_app(
             server_name=host,
             server_port=port,
             share=share,
-            allowed_paths=[str(root) for root in engine.served_roots()],
             max_file_size=config.APP_MAX_UPLOAD_BYTES,
             show_error=False,
         )
@@ -205,19 +241,34 @@ class SearchRequest:
     upload: dict[str, Any] | None
     top_k: int
     labels: tuple[str, ...]
+    where: tuple[str, ...] = ()
 
     @classmethod
-    def from_payload(cls, query: Any, negative: Any, image: Any, top_k: Any, labels: Any) -> SearchRequest:
-        """The request for raw endpoint values; a value of the wrong type, size or range is a QueryError saying which."""
-        labels_text = _text("labels", labels)
-        parsed = parse_labels(labels_text or "")
+    def from_payload(cls, query: Any, negative: Any, image: Any, top_k: Any, labels: Any, where: Any = None) -> SearchRequest:
+        """The request for raw endpoint values (the page's, the Gradio API's or the JSON API's); a value of the wrong
+        type, size or range is a QueryError saying which. `labels` is text ("red, blue") or a list of texts."""
+        if isinstance(labels, list):
+            parsed = list(dict.fromkeys(label for label in (" ".join((_text("labels", item) or "").split()) for item in labels) if label))
+        else:
+            parsed = parse_labels(_text("labels", labels) or "")
         if len(parsed) > config.APP_MAX_LABELS:
             raise QueryError(f"too many labels ({len(parsed)}): give at most {config.APP_MAX_LABELS}")
-        return cls(_text("query", query), _text("negative", negative), _upload(image), _top_k(top_k), tuple(parsed))
+        return cls(_text("query", query), _text("negative", negative), _upload(image), _top_k(top_k), tuple(parsed), _where(where))
 
     def query(self, picture: Any) -> Query:
         """The engine's query for this request, with its decoded image (or None)."""
-        return Query(text=self.text, image=picture, negative=self.negative, top_k=self.top_k, labels=self.labels)
+        return Query(text=self.text, image=picture, negative=self.negative, top_k=self.top_k, labels=self.labels, where=self.where)
+
+
+def _where(value: Any) -> tuple[str, ...]:
+    """Metadata conditions: a list of condition texts ("width >= 640"), or nothing; the engine parses each."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise QueryError(f"where must be a list of conditions such as [\"width >= 640\"], got {_kind(value)}")
+    if len(value) > config.APP_MAX_CONDITIONS:
+        raise QueryError(f"too many conditions ({len(value)}): give at most {config.APP_MAX_CONDITIONS}")
+    return tuple(_text("condition", item) or "" for item in value)
 
 
 def _text(name: str, value: Any) -> str | None:
@@ -308,76 +359,15 @@ def read_uploaded_file(path: str, name: str, *, limit: int) -> bytes:
     return data
 
 
-class _Batcher:
-    """Concurrent searches answered together: they queue while a batch runs, then go to `search_many` as one.
-
-    One worker thread, started on demand and ending after a minute idle, so a closed app leaves nothing running.
-    """
-
-    IDLE_S = 60.0
-
-    def __init__(self, engine: SearchEngine, max_batch: int) -> None:
-        self.engine = engine
-        self.max_batch = max(1, int(max_batch))
-        self._pending: queue.Queue[tuple[Query, Future]] = queue.Queue()
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
-
-    def search(self, query: Query, *, timeout: float) -> SearchResult:
-        """The result of `query`; its ClipSearchError raised; concurrent.futures.TimeoutError when not answered in time."""
-        future: Future = Future()
-        self._pending.put((query, future))
-        with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._run, name="clip-search-batcher", daemon=True)
-                self._worker.start()
-        try:
-            answer = future.result(timeout)
-        except FutureTimeout:
-            future.cancel()  # not started yet: the worker skips it
-            raise
-        if isinstance(answer, ClipSearchError):
-            raise answer
-        return answer
-
-    def _run(self) -> None:
-        while True:
-            try:
-                batch = [self._pending.get(timeout=self.IDLE_S)]
-            except queue.Empty:
-                with self._lock:
-                    if self._pending.empty():
-                        self._worker = None
-                        return
-                continue
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
-            live = [(q, f) for q, f in batch if f.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            try:
-                answers = self.engine.search_many([q for q, _ in live])
-            except Exception as exc:  # a bug, not a user's mistake: every search of the batch fails with it
-                log.exception("a batch of %d searches failed", len(live))
-                for _, future in live:
-                    future.set_exception(exc)
-                continue
-            for (_, future), answer in zip(live, answers):
-                future.set_result(answer)
-
-
 def _clip(text: str, limit: int) -> str:
     """`text` on one line, cut to `limit` characters with an ellipsis."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _gallery(engine: SearchEngine, result: SearchResult) -> list[tuple[Any, str]]:
-    """(image, caption) pairs: a URL goes to the browser as is, a local file is served in place from its static root
-    when its name can be served, else sent decoded; an image that is gone shows a placeholder and the reason."""
+def _gallery(engine: SearchEngine, result: SearchResult, root: str) -> list[tuple[str, str]]:
+    """(image URL, caption) pairs: a URL store's own URL, else this server's image route under `root`; the caption
+    of an image that is gone says why (the route shows a placeholder for it)."""
     items = []
     for hit in result.hits:
         parts = [f"#{hit.rank}", f"{hit.score:.3f}"]
@@ -386,37 +376,106 @@ def _gallery(engine: SearchEngine, result: SearchResult) -> list[tuple[Any, str]
         if hit.labels:
             label, probability = hit.labels[0]
             parts.append(f"{_clip(label, 40)} {probability:.0%}")
-        try:
-            shown = _shown_image(engine, hit)
-        except SkipItem as exc:
-            shown = _placeholder()
-            parts.append(f"⚠️ image unavailable: {_clip(str(exc), MAX_CAPTION_CHARS)}")
-        items.append((shown, " · ".join(parts)))
+        problem = _missing_file(engine, hit)
+        if problem:
+            parts.append(f"⚠️ image unavailable: {_clip(problem, MAX_CAPTION_CHARS)}")
+        items.append((image_url(engine, hit, root), " · ".join(parts)))
     return items
 
 
-def _shown_image(engine: SearchEngine, hit: Any) -> Any:
-    """What shows a hit: its URL or servable file path as is, else its decoded image (SkipItem when it is gone)."""
-    if hit.image.startswith(("https://", "http://")) or (os.path.isabs(hit.image) and _servable_name(hit.image) and os.path.isfile(hit.image)):
-        return hit.image  # the common case, without reading the row again
-    shown = engine.image_for(hit)
-    if isinstance(shown, str) and os.path.isabs(shown) and not (_servable_name(shown) and os.path.isfile(shown)):
-        return engine.store.open_image(engine.store.rows([hit.row])[0])  # raises SkipItem with the reason
-    return shown
+def image_url(engine: SearchEngine, hit: Hit, root: str) -> str:
+    """Where a client loads a hit's image: its own URL (URL stores), else `root`/image/{revision}/{row}/{file name}."""
+    if hit.image.startswith(("https://", "http://")):
+        return hit.image
+    name = hit.image.rsplit("/", 1)[-1] if "/" in hit.image else f"row-{hit.row}"
+    return f"{root}/image/{engine.revision}/{hit.row}/{quote(name, safe='')}"
 
 
-def _servable_name(path: str) -> bool:
-    """Whether Gradio's file route can serve `path`: valid UTF-8 with no control characters (a newline is a 404)."""
+def _missing_file(engine: SearchEngine, hit: Hit) -> str | None:
+    """Why a hit's local file cannot be shown (gone, not a file), or None; URL and dataset images are not checked."""
+    if not os.path.isabs(hit.image):
+        return None
     try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:  # a non-UTF-8 name kept as surrogate escapes
-        return False
-    return not any(ord(ch) < 32 or ord(ch) == 127 for ch in path)
+        if stat.S_ISREG(os.stat(hit.image).st_mode):
+            return None
+    except (OSError, ValueError):
+        pass
+    ref = engine.image_ref_at(hit.row)  # the exact name (hit.image is a display form of one that is not UTF-8)
+    try:
+        return None if ref.file is None or stat.S_ISREG(os.stat(ref.file).st_mode) else "image file is gone or unreadable: not a regular file"
+    except OSError as exc:
+        return f"image file is gone or unreadable: {exc.strerror or exc}"
+
+
+def _page_root(request: gr.Request | None, root_path: str | None) -> str:
+    """The public root URL of the page serving `request` (as Gradio computes it for its own file links)."""
+    raw = getattr(request, "request", None)
+    if raw is None:
+        return (root_path or "").rstrip("/")
+    return get_root_url(request=raw, route_path=get_api_call_path(request=raw), root_path=root_path)
+
+
+def api_routes(engine: SearchEngine, batcher: SearchBatcher, *, root_path: Any = lambda: None) -> list[BaseRoute]:
+    """The image route and the JSON API for `engine`, answered through `batcher` (mounted by `SearchPage.launch`;
+    add them to your own FastAPI app when you mount the page with `gr.mount_gradio_app`)."""
+
+    async def image(request: Request) -> Response:
+        return await serve_image(engine, request.path_params["revision"], request.path_params["row"])
+
+    async def search(request: Request) -> Response:
+        return await api_search(engine, batcher, request, root_path())
+
+    # gradio_client downloads every file of a result through /gradio_api/file=<its path>, which for a URL makes
+    # Gradio fetch it (refusing loopback hosts): the links to this route are answered here directly instead.
+    via_gradio_client = [f"/gradio_api/file={scheme}://{{host}}/image/{{revision}}/{{row}}{tail}" for scheme in ("http", "https") for tail in ("", "/{name:path}")]
+    return [
+        Route("/image/{revision}/{row}", image, methods=["GET", "HEAD"]),
+        Route("/image/{revision}/{row}/{name:path}", image, methods=["GET", "HEAD"]),
+        *(Route(path, image, methods=["GET", "HEAD"]) for path in via_gradio_client),
+        Route("/api/search", search, methods=["POST"]),
+    ]
+
+
+async def serve_image(engine: SearchEngine, revision: str, row_text: str) -> Response:
+    """The image of store row `row_text` of store `revision`: its file, re-encoded as PNG, or a placeholder."""
+    if revision != engine.revision or not _ROW.fullmatch(row_text) or int(row_text) >= len(engine.store):
+        return Response("no such image (the link may be for another store): search again", status_code=404, media_type="text/plain")
+    row = int(row_text)
+    ref = engine.image_ref_at(row)
+    if ref.url:
+        return RedirectResponse(ref.url, status_code=307)
+    headers = {"Cache-Control": f"public, max-age={config.APP_IMAGE_MAX_AGE_S}", "X-Content-Type-Options": "nosniff"}
+    if ref.file is not None:
+        kind = WEB_IMAGE_TYPES.get(os.path.splitext(os.fsencode(ref.file).decode("utf-8", "replace"))[1].lower())
+        try:
+            info = os.stat(ref.file)
+            regular = stat.S_ISREG(info.st_mode)
+        except OSError as exc:
+            return _unavailable(f"image file is gone or unreadable: {exc.strerror or exc}")
+        if not regular:
+            return _unavailable("image file is gone or unreadable: not a regular file")
+        if kind is not None:
+            return FileResponse(ref.file, media_type=kind, headers=headers, stat_result=info)
+    from anyio import to_thread
+
+    try:
+        picture = await to_thread.run_sync(engine.open_image_at, row)
+    except SkipItem as exc:
+        return _unavailable(str(exc))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return Response(buffer.getvalue(), media_type="image/png", headers=headers)
+
+
+def _unavailable(reason: str) -> Response:
+    """The placeholder tile (200, so every client shows it), the reason in a header, never cached."""
+    header = " ".join(reason.encode("ascii", "replace").decode("ascii").split())[:200]
+    return Response(_placeholder_png(), media_type="image/png", headers={"X-Image-Unavailable": header, "Cache-Control": "no-store"})
 
 
 @lru_cache(maxsize=1)
-def _placeholder() -> Any:
-    """The tile shown for an image that is gone: a grey square with a cross (the caption says why)."""
+def _placeholder_png() -> bytes:
+    """The tile shown for an image that is gone: a grey square with a cross (the caption says why), as PNG."""
     from PIL import Image, ImageDraw
 
     size = PLACEHOLDER_SIZE
@@ -425,7 +484,71 @@ def _placeholder() -> Any:
     margin = size // 3
     draw.line((margin, margin, size - margin, size - margin), fill=(150, 150, 150), width=6)
     draw.line((margin, size - margin, size - margin, margin), fill=(150, 150, 150), width=6)
-    return image
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def api_search(engine: SearchEngine, batcher: SearchBatcher, request: Request, root_path: str | None = None) -> Response:
+    """`POST /api/search`: one search for a program, as JSON in and out.
+
+    Request: `Content-Type: application/json`, a body of at most APP_API_MAX_BODY_BYTES (a larger declared
+    Content-Length is refused before anything is read, and reading stops at the bound), holding an object:
+
+        {"query": "a red car", "negative": "people", "top_k": 12, "labels": "car, truck", "where": ["width >= 640"]}
+
+    `query` (text, needed), `negative` (text), `top_k` (1 to APP_MAX_TOP_K, default DEFAULT_TOP_K), `labels` (text
+    separated by commas, or a list of texts: the hits are classified on them), `where` (a list of metadata
+    conditions); the same checks as the page's form (`SearchRequest.from_payload`). Images are searched through
+    the page or the Gradio API, not here.
+
+    Answers: 200 `{"hits": [{"rank", "id", "score", "image", "caption", "labels": [[label, probability], ...]}],
+    "labels": [...], "timings_ms": {...}}` where `image` is a URL (the store's own, or this server's image route);
+    400 `{"error": "..."}` for a malformed request or a bad value (one line saying which); 413 for a body too large;
+    415 for a body that is not JSON; 503 `{"error": "the server is busy ..."}` with `Retry-After` under overload.
+    """
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json":
+        return _api_error(415, f"send the search as JSON (Content-Type: application/json), not {kind or 'no content type'}")
+    limit = config.APP_API_MAX_BODY_BYTES
+    too_large = _api_error(413, f"the request body is too large: at most {limit:,} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or len(declared) > 15):
+        return _api_error(400, "the Content-Length header is not a number")
+    if declared is not None and int(declared) > limit:
+        return too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return too_large
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return _api_error(400, f"the body is not valid JSON: {_clip(str(exc), 80)}")
+    if not isinstance(payload, dict):
+        return _api_error(400, f"the body must be a JSON object with the fields {', '.join(API_FIELDS)}, got {_kind(payload)}")
+    unknown = [str(key) for key in payload if key not in API_FIELDS]
+    if unknown:
+        hint = ": search by image through the page or the Gradio API" if "image" in unknown else ""
+        return _api_error(400, f"unknown field {_clip(', '.join(unknown), 80)}: the fields are {', '.join(API_FIELDS)}{hint}")
+    try:
+        form = SearchRequest.from_payload(payload.get("query"), payload.get("negative"), None, payload.get("top_k", config.DEFAULT_TOP_K), payload.get("labels"), payload.get("where"))
+        result = await batcher.search_async(form.query(None), timeout=config.APP_SEARCH_TIMEOUT_S)
+    except Busy:
+        return JSONResponse({"error": BUSY_MESSAGE.removeprefix("⚠️ ")}, status_code=503, headers={"Retry-After": "1"})
+    except ClipSearchError as exc:
+        return _api_error(400, " ".join(str(exc).split()))
+    root = get_root_url(request=request, route_path="/api/search", root_path=root_path)
+    hits = [
+        {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "image": image_url(engine, h, root), "caption": h.caption, "labels": [[label, round(p, 6)] for label, p in h.labels]}
+        for h in result.hits
+    ]
+    return JSONResponse({"hits": hits, "labels": result.labels, "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}})
+
+
+def _api_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def _table(result: SearchResult | None) -> dict[str, Any]:

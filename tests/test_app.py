@@ -45,7 +45,6 @@ def _serve(engine: SearchEngine, **kwargs: object) -> tuple[object, str]:
         prevent_thread_lock=True,
         server_name="127.0.0.1",
         server_port=None,
-        allowed_paths=[str(p) for p in engine.served_roots()],
         quiet=True,
     )
     return demo, url
@@ -98,16 +97,29 @@ def test_text_search_with_labels(served: Served, client: Client) -> None:
     assert all(f"{part} " in status and " ms" in status for part in ("encode", "search", "classify"))
 
 
-def test_local_images_are_served_in_place_and_nothing_else(served: Served, folder_store: Path) -> None:
+def test_local_images_are_served_by_row_and_no_folder_is(served: Served, folder_store: Path) -> None:
+    """Result images come from /image/{revision}/{row}/{name} as stored (no copy in Gradio's cache); no path a
+    client names is served, not even one of the photos (before, the photo folder was a Gradio static path)."""
     raw = Client(served.url, verbose=False, analytics_enabled=False, download_files=False)
     gallery, _, _ = _search(raw, "a blue square", top_k=3)
     hits = served.engine.search("a blue square", top_k=3).hits
+    revision = served.engine.revision
     for item, hit in zip(gallery, hits):
-        assert item["image"]["path"] == hit.image  # the original file, not a copy in Gradio's cache
-        response = httpx.get(item["image"]["url"])
+        expected = f"{served.url}image/{revision}/{hit.row}/{Path(hit.image).name}"
+        assert item["image"]["url"] == item["image"]["path"] == expected
+        response = httpx.get(expected)
         assert response.status_code == 200 and response.content == Path(hit.image).read_bytes()
+        assert response.headers["content-type"] == {".png": "image/png", ".jpg": "image/jpeg"}[Path(hit.image).suffix]
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert httpx.get(f"{served.url}image/{revision}/{hit.row}").content == response.content  # the name is cosmetic
+        assert httpx.get(f"{served.url}gradio_api/file={hit.image}").status_code == 403  # the folder itself is not served
     for private in (folder_store / "manifest.json", folder_store / "embeddings.npy"):
         assert httpx.get(f"{served.url}gradio_api/file={private}").status_code == 403
+    count = len(served.engine.store)
+    for wrong in (f"{revision}/{count}", f"{revision}/-1", f"{revision}/1e1", f"{revision}/%201", f"{revision}/0x1", "000000000000/0", f"{revision}/{'9' * 40}"):
+        response = httpx.get(f"{served.url}image/{wrong}/x.png")
+        assert response.status_code == 404 and "no such image" in response.text, wrong
+    assert httpx.post(f"{served.url}image/{revision}/0/x.png").status_code == 405
 
 
 def test_expected_failures_are_one_line_messages(client: Client, tmp_path: Path) -> None:
@@ -166,10 +178,14 @@ def test_url_images_are_left_to_the_browser(folder_store: Path, photo_dir: Path,
     demo, url = _serve(engine)
     try:
         gallery, _, _ = _search(Client(url, verbose=False, analytics_enabled=False, download_files=False), "a red circle", top_k=4)
+        api_hits = httpx.post(f"{url}api/search", json={"query": "a red circle", "top_k": 4}).json()["hits"]
+        redirect = httpx.get(f"{url}image/{engine.revision}/0/x.jpg")
     finally:
         demo.close()
         server.shutdown()
     assert [item["image"]["url"] for item in gallery] == [h.image for h in engine.search("a red circle", top_k=4).hits]
+    assert [hit["image"] for hit in api_hits] == [item["image"]["url"] for item in gallery]
+    assert redirect.status_code == 307 and redirect.headers["location"].startswith(base)  # the route points to the URL
     assert all(item["image"]["url"].startswith(base) for item in gallery)
     assert "<b>" in gallery[0]["caption"]  # stored as written; the page shows it as text (see the browser test)
     assert handler.requests == []
@@ -296,6 +312,15 @@ def test_every_stored_image_is_shown_whatever_its_name_or_fate(tiny_clip: Path, 
     by_name = {Path(hit.image).name: item for hit, item in zip(hits, gallery)}
     gone = by_name["gone.png"]["caption"]
     assert "image unavailable" in gone and "gone or unreadable" in gone
+    assert Image.open(by_name["gone.png"]["image"]).size == (160, 160)  # the placeholder tile
+    gone_row = next(hit.row for hit in hits if Path(hit.image).name == "gone.png")
+    demo, url = _serve(engine)
+    try:
+        placeholder = httpx.get(f"{url}image/{engine.revision}/{gone_row}/gone.png")
+    finally:
+        demo.close()
+    assert placeholder.status_code == 200 and placeholder.headers["content-type"] == "image/png"
+    assert "gone or unreadable" in placeholder.headers["x-image-unavailable"] and placeholder.headers["cache-control"] == "no-store"
     for name in ("two\nlines.png", "plain.png", "tab\there #1 %20.png"):
         assert "unavailable" not in by_name[name]["caption"]
         shown = Image.open(by_name[name]["image"])
@@ -304,7 +329,8 @@ def test_every_stored_image_is_shown_whatever_its_name_or_fate(tiny_clip: Path, 
 
 @pytest.mark.slow
 def test_load_batches_concurrent_queries(tmp_path: Path) -> None:
-    """bench/load.py's small setting: no errors, and 20 concurrent clients beat one client at a time."""
+    """bench/load.py's small setting: no errors on either path, and 20 concurrent clients answered in shared batches
+    (throughput ratios are measured by the full bench: on a shared machine they are too noisy for a test)."""
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "load.py"), "--small", "--json", str(tmp_path / "load.json")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
@@ -313,6 +339,9 @@ def test_load_batches_concurrent_queries(tmp_path: Path) -> None:
     import json
 
     report = json.loads((tmp_path / "load.json").read_text())
-    rows = {row["clients"]: row for row in report["demo"]["levels"]}
-    assert all(row["errors"] == 0 for row in rows.values())
-    assert rows[max(rows)]["qps"] > rows[1]["qps"]
+    levels = report["demo"]["levels"]
+    assert {row["path"] for row in levels} == {"gradio", "json"}
+    assert all(row["errors"] == 0 and row["requests"] > 0 for row in levels), levels
+    batcher = report["demo"]["batcher"]
+    assert batcher["refused"] == 0 and batcher["timed_out"] == 0
+    assert batcher["largest_batch"] > 1 and batcher["batches"] < batcher["answered"], batcher

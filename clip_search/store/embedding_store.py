@@ -76,11 +76,12 @@ class EmbeddingStore:
         return np.asarray(self.embeddings[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
 
     def rows(self, rows: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
-        """Metadata rows for the given row numbers, in that order: only those rows are converted, never the table.
+        """Metadata rows for the given row numbers, in that order: only those cells are converted, never the table.
 
-        Each row is a one-row slice (zero-copy): arrow's `take` kernel imports pandas, 0.7 s of a cold start.
+        Cell by cell rather than with arrow's `take`, whose kernel imports pandas (0.7 s of a cold start); as fast.
         """
-        return [self.metadata.slice(int(row), 1).to_pylist()[0] for row in rows]
+        columns = [(name, self.metadata.column(name)) for name in self.metadata.column_names]
+        return [{name: column[int(row)].as_py() for name, column in columns} for row in rows]
 
     @property
     def columns(self) -> list[str]:

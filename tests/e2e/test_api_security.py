@@ -41,7 +41,7 @@ def app(folder_store: Path) -> Iterator[tuple[str, Spy]]:
     engine = SearchEngine.load(folder_store)
     spy = Spy(engine)
     demo = build_app(engine)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, allowed_paths=[str(p) for p in engine.served_roots()], quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
         yield url, spy
     finally:
@@ -113,7 +113,7 @@ def test_a_named_path_is_never_read(app: tuple[str, Spy], photo_dir: Path, uploa
     secret.write_bytes(Path(_outside_png(photo_dir)).read_bytes())
     if target == "png-outside":
         path = str(secret)
-    elif target == "png-served":  # an image the app serves (Gradio lets static files through unchecked)
+    elif target == "png-served":  # an image the app shows (by row, through /image/...; its folder is no static path)
         path = _outside_png(photo_dir)
     elif target == "etc-passwd":
         path = "/etc/passwd"
@@ -129,9 +129,10 @@ def test_a_named_path_is_never_read(app: tuple[str, Spy], photo_dir: Path, uploa
     before = len(spy.reads)
     event, payload = call(url, ["", "", image_payload(path, meta=meta), 3, ""])
     assert len(spy.reads) == before  # nothing was decoded
-    if meta and target not in ("oversize", "png-served"):
-        # A FileData payload outside the upload folder (and its static paths) is refused by Gradio itself
-        # before the handler runs: an "error" event (Gradio prints its own InvalidPathError traceback).
+    if meta and target != "oversize":
+        # A FileData payload outside the upload folder is refused by Gradio itself before the handler runs: an
+        # "error" event (Gradio prints its own InvalidPathError traceback). The photo folder is no longer a static
+        # path (images are served by row), so this holds for the app's own photos too.
         assert event == "error"
         return
     assert event == "complete"
@@ -278,6 +279,18 @@ def test_overload_is_refused_at_once(folder_store: Path, monkeypatch: pytest.Mon
         # gradio_client raises QueueError("Queue is full! Please try again.") for a search refused as busy.
         assert all("results for" in o or "Queue is full! Please try again" in o or o == BUSY_MESSAGE for o in outcomes), outcomes
         assert any("Queue is full" in o for o in outcomes), outcomes
+        # The JSON API meets the same bound in the batcher's queue: 503 "busy, retry" at once, never a hang.
+        time.sleep(4)
+        answers: list[httpx.Response] = []
+        threads = [threading.Thread(target=lambda: answers.append(api(url, {"query": "a red circle", "top_k": 3}, timeout=20))) for _ in range(8)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        codes = sorted(a.status_code for a in answers)
+        assert 200 in codes and 503 in codes and set(codes) <= {200, 503}, codes
+        assert all("busy" in a.json()["error"] and a.headers["retry-after"] == "1" for a in answers if a.status_code == 503)
     finally:
         demo.close()
 
@@ -297,7 +310,125 @@ def test_a_search_not_answered_in_time_says_busy(folder_store: Path, monkeypatch
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
         assert status_of(url, ["a red circle", "", None, 3, ""]) == BUSY_MESSAGE
+        busy = api(url, {"query": "a red circle", "top_k": 3})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]
         gate.set()
         assert "**3** results" in status_of(url, ["a red circle", "", None, 3, ""])
+        assert api(url, {"query": "a red circle", "top_k": 3}).status_code == 200
     finally:
         demo.close()
+
+
+# --- the JSON API (POST /api/search): the same checks, in HTTP status codes ----------------------------------
+
+
+def api(url: str, body: Any, *, content_type: str = "application/json", timeout: float = 30) -> httpx.Response:
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return httpx.post(f"{url}api/search", content=content, headers={"content-type": content_type}, timeout=timeout)
+
+
+def test_json_api_answers_as_the_engine_does(app: tuple[str, Spy], folder_store: Path) -> None:
+    url, _ = app
+    engine = SearchEngine.load(folder_store)
+    expected = engine.search("a red circle", top_k=5, labels=["red", "blue"])
+    answer = api(url, {"query": "a red circle", "top_k": 5, "labels": "red, blue"})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    hits = answer.json()["hits"]
+    assert [h["id"] for h in hits] == [h.id for h in expected.hits] and [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in expected.hits], abs=1e-5)
+    assert [[label for label, _ in h["labels"]] for h in hits] == [[label for label, _ in h.labels] for h in expected.hits]
+    assert answer.json()["labels"] == ["red", "blue"] and set(answer.json()["timings_ms"]) == {"encode", "search", "classify"}
+    for hit, want in zip(hits, expected.hits):
+        image = httpx.get(hit["image"])
+        assert hit["image"].startswith(f"{url}image/") and image.content == Path(want.image).read_bytes()
+    as_list = api(url, {"query": "a red circle", "top_k": 5, "labels": ["red", "blue"]}).json()["hits"]
+    assert [h["id"] for h in as_list] == [h["id"] for h in hits]
+    only_png = api(url, {"query": "a red circle", "where": ["path ~ png"]}).json()["hits"]
+    assert only_png and all(h["id"].endswith(".png") for h in only_png)
+    assert len(api(url, {"query": "a red circle"}).json()["hits"]) == 12  # top_k defaults to DEFAULT_TOP_K
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_json_api_malformed_values_are_400_with_the_same_message(app: tuple[str, Spy], name: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    url, _ = app
+    data, message = MALFORMED[name]
+    values = json.loads(data) if isinstance(data, str) else data  # Python's json reads NaN, Infinity, 1e999
+    body = {field: value for field, value in zip(("query", "negative", "image", "top_k", "labels"), values) if value is not None}
+    encoded = json.dumps(body)
+    capfd.readouterr()
+    answer = api(url, encoded)
+    if len(encoded.encode()) > config.APP_API_MAX_BODY_BYTES:
+        assert answer.status_code == 413 and "too large" in answer.json()["error"]
+    elif "image" in body:
+        assert answer.status_code == 400 and "unknown field image" in answer.json()["error"] and "search by image" in answer.json()["error"]
+    else:
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert message in error and "\n" not in error and len(error) < 300
+    assert api(url, {"query": "a red circle", "top_k": 3}).status_code == 200  # the API keeps working
+    no_traceback(capfd, caplog)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "message"),
+    [
+        ('{"query": "a red circle"}', "text/plain", 415, "Content-Type: application/json"),
+        ('{"query": "a red circle"}', "", 415, "no content type"),
+        ("query=a+red+circle", "application/x-www-form-urlencoded", 415, "as JSON"),
+        ('{"query": "a red circle"', "application/json", 400, "not valid JSON"),
+        ("[1, 2]", "application/json", 400, "must be a JSON object"),
+        ('"a red circle"', "application/json", 400, "must be a JSON object"),
+        ("[" * 100_000 + "]" * 100_000, "application/json", 400, "not valid JSON"),
+        ('{"query": "a red circle", "top": 3}', "application/json", 400, "unknown field top"),
+        ('{"query": "a red circle", "where": "path ~ png"}', "application/json", 400, "where must be a list"),
+        ('{"query": "a red circle", "where": ["no_such_column == 1"]}', "application/json", 400, "no column"),
+        ('{"query": "a red circle", "where": [3]}', "application/json", 400, "the condition must be text"),
+        ('{"query": "a red circle", "labels": ["red", 3]}', "application/json", 400, "the labels must be text"),
+        ('{"query": "   "}', "application/json; charset=utf-8", 400, "the query is empty"),
+        ('{"negative": "a red circle"}', "application/json", 400, "the query is empty"),
+    ],
+)
+def test_json_api_refuses_what_is_not_a_search(app: tuple[str, Spy], body: str, content_type: str, status: int, message: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    url, _ = app
+    capfd.readouterr()
+    answer = api(url, body, content_type=content_type)
+    assert answer.status_code == status and message in answer.json()["error"], answer.text
+    assert httpx.get(f"{url}api/search").status_code == 405
+    no_traceback(capfd, caplog)
+
+
+def _raw_request(url: str, head: str, body: bytes, *, wait: float = 10) -> bytes:
+    """Send `head` and `body` on a fresh socket and return what the server answers (it may answer before the body ends)."""
+    import socket
+
+    host, port = url.split("//", 1)[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(head.encode() + body)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def test_json_api_refuses_a_large_body_before_reading_it(app: tuple[str, Spy]) -> None:
+    url, _ = app
+    # Declared 1 GB, 20 bytes sent: a server that read the body would wait for the rest (and time out here).
+    head = f"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {1_000_000_000}\r\n\r\n"
+    started = time.monotonic()
+    answer = _raw_request(url, head, b'{"query": "a red c')
+    assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - started < 5, answer[:200]
+    # Chunked, no length declared: reading stops at the bound.
+    chunk = b'{"query": "' + b"x" * 60_000
+    body = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in [chunk] + [b"y" * 60_000] * 4)  # 300 kB, no final chunk
+    head = "POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = _raw_request(url, head, body)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    head = "POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 12abc\r\n\r\n"
+    assert _raw_request(url, head, b"{}").startswith(b"HTTP/1.1 400")  # refused by the HTTP server itself
+    assert api(url, {"query": "a red circle", "top_k": 3}).status_code == 200
