@@ -59,6 +59,9 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         restart=args.restart,
         prune=args.prune,
         progress=not args.no_progress,
+        engine=args.engine,
+        cluster=args.cluster,
+        partition_size=args.partition_size,
     )
     changes = [f"{report.embedded} encoded now"] if report.reused or report.pruned or report.kept_missing else []
     changes += [f"{report.reused} unchanged"] if report.reused else []
@@ -70,6 +73,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         + (f" ({', '.join(changes)})" if changes else "")
         + (f", {report.images_per_second:.1f} images/s" if report.embedded else "")
         + (f", resumed after {report.resumed_from}" if report.resumed_from else "")
+        + (f", {report.partitions} partitions on the cluster" if report.partitions else "")
     )
     return 0
 
@@ -232,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="when updating, drop rows whose images have left the source")
     p.add_argument("--restart", action="store_true", help="discard unfinished work at OUT.partial instead of resuming it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--engine", default="local", choices=["local", "dask"], help="local: this machine; dask: partitions embedded by the workers of a Dask cluster (needs --cluster, pip install 'clip-search[dask]') (default %(default)s)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS", help="Dask scheduler address for --engine dask, e.g. tcp://10.0.0.5:8786; --out, the source and the model must be at the same paths on every worker")
+    p.add_argument("--partition-size", type=int, default=None, help="items per partition (one task, one shard) with --engine dask, rounded up to whole batches (default: --shard-size)")
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("search", help="search a store by text and/or image")

@@ -122,8 +122,6 @@ class SearchEngine:
         self.index: Index = index if index is not None else ExactIndex(store.embeddings)
         self._label_cache = lru_cache(maxsize=64)(self._embed_labels)
         self._mask_cache = lru_cache(maxsize=32)(self._mask)
-        # A hit's image reference, by row: finding a file resolves the source folder (~0.3 ms), once per row.
-        self._image_cache = lru_cache(maxsize=8192)(self._image_of)
 
     @property
     def clip(self) -> ClipEncoder:
@@ -195,10 +193,6 @@ class SearchEngine:
         examples = shipped.queries if shipped else APP_EXAMPLE_QUERIES
         return StoreSummary(len(self.store), name, self.multilingual, tuple(examples), shipped.notice if shipped else None)
 
-    def served_roots(self) -> list[Path]:
-        """The folders whose images a page may serve for this store."""
-        return self.store.served_roots()
-
     def encode_text(self, text: str) -> np.ndarray:
         """A query text's unit vector in the store's space."""
         cleaned = " ".join((text or "").split())
@@ -251,20 +245,9 @@ class SearchEngine:
         t1 = time.perf_counter()
         found, found_scores = self.index.search(query[None, :], top_k, allowed)
         keep = found[0] >= 0
-        rows, scores = found[0][keep], found_scores[0][keep]
         t2 = time.perf_counter()
-        probabilities = None
-        if labels and len(rows):
-            label_vectors = self._label_cache(tuple(labels), tuple(templates))
-            probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
-        t3 = time.perf_counter()
-        metadata = self.store.rows(rows)
-        hits = [
-            self._hit(rank, int(row), float(score), meta, labels, None if probabilities is None else probabilities[rank], top_labels)
-            for rank, (row, score, meta) in enumerate(zip(rows, scores, metadata))
-        ]
-        timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1), "classify": 1e3 * (t3 - t2)}
-        return SearchResult(hits, list(labels), probabilities, timings)
+        timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
+        return self._result(found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings)
 
     def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
         """Many searches at once, each answered as `search` would answer it alone: its result, or the
@@ -322,33 +305,20 @@ class SearchEngine:
         shared = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
         for i, *_ in planned:
             q = queries[i]
-            rows, scores = found[i]
-            t3 = time.perf_counter()
             try:
-                probabilities = None
-                if q.labels and len(rows):
-                    label_vectors = self._label_cache(tuple(q.labels), tuple(q.templates))
-                    probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
+                out[i] = self._result(*found[i], q.labels, q.templates, q.top_labels, shared)
             except ClipSearchError as exc:
                 out[i] = exc
-                continue
-            t4 = time.perf_counter()
-            metadata = self.store.rows(rows)
-            hits = [
-                self._hit(rank, int(row), float(score), meta, q.labels, None if probabilities is None else probabilities[rank], q.top_labels)
-                for rank, (row, score, meta) in enumerate(zip(rows, scores, metadata))
-            ]
-            out[i] = SearchResult(hits, list(q.labels), probabilities, {**shared, "classify": 1e3 * (t4 - t3)})
         return out  # type: ignore[return-value]
 
     def image_for(self, hit: Hit) -> str | Image.Image:
         """What shows a hit's image: its URL or file path, or (for a dataset stored as bytes) the decoded image."""
-        ref = self.store.image_ref(self._full_row(hit))
+        ref = self.image_ref_at(hit.row)
         if ref.url:
             return ref.url
         if ref.file is not None:
             return str(ref.file)
-        return self.store.open_image(self._full_row(hit))
+        return self.open_image_at(hit.row)
 
     def image_ref_at(self, row: int) -> ImageRef:
         """Where store row `row`'s image is (a URL, a file, or a dataset row); a row out of range is a QueryError."""
@@ -360,24 +330,30 @@ class SearchEngine:
 
     @property
     def revision(self) -> str:
-        """A short tag of this store's content (its folder and manifest): links made for one store never name another's rows."""
-        if getattr(self, "_revision", None) is None:
-            import hashlib
+        """A short tag of the store's rows (12 hex digits of its manifest revision): links made for one version of
+        a store never name another's rows."""
+        import hashlib
 
-            seen = f"{self.store.root.resolve()}\n{self.store.manifest!r}".encode("utf-8", "backslashreplace")
-            self._revision = hashlib.blake2s(seen, digest_size=6).hexdigest()
-        return self._revision
+        return hashlib.blake2s(self.store.manifest.revision.encode(), digest_size=6).hexdigest()
 
     def _row(self, row: int) -> dict[str, Any]:
         if not 0 <= row < len(self.store):
             raise QueryError(f"no row {row}: the store holds rows 0 to {len(self.store) - 1}")
         return self.store.rows([row])[0]
 
-    def _image_of(self, row: int, meta_ref: tuple[Any, ...]) -> str:
-        return str(self.store.image_ref(dict(meta_ref)))
-
-    def _full_row(self, hit: Hit) -> dict[str, Any]:
-        return self.store.rows([hit.row])[0]
+    def _result(self, rows: np.ndarray, scores: np.ndarray, labels: Sequence[str], templates: Sequence[str], top_labels: int, timings: dict[str, float]) -> SearchResult:
+        """The hits of found rows, classified on `labels` (the stored vectors, no re-encoding)."""
+        started = time.perf_counter()
+        probabilities = None
+        if labels and len(rows):
+            label_vectors = self._label_cache(tuple(labels), tuple(templates))
+            probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
+        classified = {**timings, "classify": 1e3 * (time.perf_counter() - started)}
+        hits = [
+            self._hit(rank, int(row), float(score), meta, labels, None if probabilities is None else probabilities[rank], top_labels)
+            for rank, (row, score, meta) in enumerate(zip(rows, scores, self.store.rows(rows)))
+        ]
+        return SearchResult(hits, list(labels), probabilities, classified)
 
     def _mask(self, conditions: tuple[Condition, ...]) -> np.ndarray:
         return row_mask(self.store.metadata, conditions)
@@ -392,5 +368,4 @@ class SearchEngine:
             order = np.argsort(-probs, kind="stable")[:top_labels]
             ranked = tuple((labels[i], float(probs[i])) for i in order)
         shown = {k: v for k, v in meta.items() if k not in HIDDEN_COLUMNS}
-        ref_fields = tuple((k, meta.get(k)) for k in ("url", "path", "path_bytes", "row", "id"))
-        return Hit(rank + 1, row, str(meta["id"]), score, self._image_cache(row, ref_fields), caption, shown, ranked)
+        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked)

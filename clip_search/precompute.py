@@ -11,17 +11,21 @@ model (an incremental update), and the items of finished shards of a killed run 
 from the pending items in source order, so a resumed run computes exactly the batches an uninterrupted one
 would, and ends with the same store. The store's rows are in source order; with `keep_missing` (the default),
 rows whose item has left the source follow them, in their old order.
+
+On a cluster (`engine="dask"`, see `clip_search.distributed`) the pending items are cut into partitions of
+whole batches, workers embed each into one shard of OUT.partial, and the same join makes the same store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,8 @@ from clip_search.store import (
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+LOCAL, DASK = "local", "dask"
+ENGINES = (LOCAL, DASK)
 FINGERPRINT = "fingerprint"  # the metadata column holding each row's fingerprint
 _STATE = "state.json"
 _LOCK = "lock"
@@ -79,6 +85,7 @@ class PrecomputeReport:
     reused: int = 0  # rows kept from the existing store (an incremental update)
     pruned: int = 0  # rows dropped because their item left the source
     kept_missing: int = 0  # rows kept although their item left the source
+    partitions: int = 0  # partitions embedded on a cluster by this run (0 for a single-machine run)
 
 
 @dataclass
@@ -129,13 +136,14 @@ class ShardWriter:
     """Buffers embedded and skipped items; flushes them as numbered shards into the work folder.
 
     A shard is a store folder without a manifest, written by the store's own writer: the embedded rows
-    (index, id, fingerprint) with their vectors, and the skipped items with their fingerprints.
+    (index, id, fingerprint) with their vectors, and the skipped items with their fingerprints. With
+    `shard_size` None nothing is flushed until `flush(name)` writes everything as one shard (a partition's).
     """
 
-    def __init__(self, workdir: Path, shard_size: int) -> None:
+    def __init__(self, workdir: Path, shard_size: int | None) -> None:
         self.workdir = workdir
         self.shard_size = shard_size
-        self.number = 1 + max((int(p.name.split("-")[1]) for p in _shard_paths(workdir)), default=0)
+        self.number = next_shard_number(workdir) if shard_size else 0
         self._embeddings: list[np.ndarray] = []
         self._rows: list[dict[str, Any]] = []
         self._skipped: list[dict[str, Any]] = []
@@ -146,16 +154,16 @@ class ShardWriter:
             self._embeddings.append(embeddings.astype(STORE_DTYPE))
         self._rows.extend({_INDEX: item.index, "id": item.id, FINGERPRINT: fp} for item, fp in zip(batch.items, batch.fingerprints))
         self._skipped.extend(batch.skipped)
-        if len(self._rows) + len(self._skipped) >= self.shard_size:
+        if self.shard_size and len(self._rows) + len(self._skipped) >= self.shard_size:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the buffered items as one shard."""
-        if not self._rows and not self._skipped:
+    def flush(self, name: str | None = None) -> None:
+        """Write the buffered items as one shard: the next numbered one, or `name` (written even when empty)."""
+        if name is None and not self._rows and not self._skipped:
             return
         table = pa.Table.from_pylist(self._rows, schema=_SHARD_SCHEMA)
-        write_store(self.workdir / f"shard-{self.number:06d}", self._embeddings, table, self._skipped)
-        self.number += 1
+        write_store(self.workdir / (name or f"shard-{self.number:06d}"), self._embeddings, table, self._skipped)
+        self.number += name is None
         self._embeddings, self._rows, self._skipped = [], [], []
 
 
@@ -164,6 +172,11 @@ _SHARD_SCHEMA = pa.schema([(_INDEX, pa.int64()), ("id", pa.string()), (FINGERPRI
 
 def _shard_paths(workdir: Path) -> list[Path]:
     return sorted(p for p in workdir.glob("shard-*") if p.is_dir())
+
+
+def next_shard_number(workdir: Path) -> int:
+    """The number after the highest shard in the work folder (shards are named shard-NUMBER[-suffix])."""
+    return 1 + max((int(p.name.split("-")[1]) for p in _shard_paths(workdir)), default=0)
 
 
 @dataclass
@@ -274,6 +287,9 @@ def precompute(
     restart: bool = False,
     prune: bool = False,
     progress: bool = True,
+    engine: str = LOCAL,
+    cluster: Any = None,
+    partition_size: int | None = None,
 ) -> PrecomputeReport:
     """Embed the images of `source` with CLIP `model` into the store at `out`: new, updated, or resumed.
 
@@ -282,24 +298,42 @@ def precompute(
     `overwrite` rebuilds it instead. `text_model` names the multilingual student recorded for the store's
     queries: "auto" picks the known student for `model` (if any), None records none. Unreadable images are
     listed in skipped.jsonl. A second run writing the same `out` at the same time is refused.
+
+    `engine="dask"` embeds on the Dask cluster `cluster` (a scheduler address such as tcp://host:8786, or a
+    `distributed.Client`) in partitions of `partition_size` items (rounded up to whole batches; default
+    `shard_size`'s). `out`, the source and the model must be at the same paths on every worker. The store
+    is the one this machine alone would make; `num_workers` and `shard_size` apply to local runs only.
     """
+    if "://" in str(out):
+        raise StoreError(f"out must be a local or mounted folder path, not a URL: {out}")
     out = Path(out)
     if batch_size < 1:
         raise StoreError(f"batch_size must be at least 1, got {batch_size}")
     if shard_size < 1:
         raise StoreError(f"shard_size must be at least 1, got {shard_size}")
+    if engine not in ENGINES:
+        raise StoreError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == LOCAL and cluster is not None:
+        raise StoreError(f"a cluster ({cluster}) is only used with engine 'dask'")
+    if partition_size is not None and partition_size < 1:
+        raise StoreError(f"partition_size must be at least 1, got {partition_size}")
     if isinstance(source, str):
         source = open_source(source)
     workdir = out.with_name(out.name + ".partial")
-    lock = _lock(workdir, out)
-    try:
+    with contextlib.ExitStack() as stack:
+        embed = _LocalEmbed(num_workers, shard_size)
+        if engine == DASK:
+            from clip_search.distributed import DaskEmbed
+
+            spec = dict(model=model, revision=revision, device=device, dtype=dtype)
+            embed = stack.enter_context(DaskEmbed.connect(cluster, spec, partition_size or shard_size))
+        lock = _lock(workdir, out)
+        stack.callback(os.close, lock)
         old = _existing_store(out, model, overwrite)
         clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)
         _prepare_workdir(workdir, _work_state(source, model, revision), restart)
-        report = _run(source, out, workdir, clip, old, text_model, batch_size, num_workers, shard_size, prune, progress)
+        report = _run(source, out, workdir, clip, old, text_model, batch_size, embed, prune, progress)
         shutil.rmtree(workdir)
-    finally:
-        os.close(lock)
     return report
 
 
@@ -308,7 +342,90 @@ def _work_state(source: Source, model: str, revision: str | None) -> dict[str, A
     return {"model": model, "revision": revision, "source": where}
 
 
-def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: EmbeddingStore | None, text_model: str | None, batch_size: int, num_workers: int | None, shard_size: int, prune: bool, progress: bool) -> PrecomputeReport:
+@dataclass(frozen=True)
+class EmbedTask:
+    """What embedding the pending items needs, for any engine: where, which items, and how."""
+
+    source: Source
+    workdir: Path
+    clip: ClipEncoder
+    pending: list[int]  # source positions to embed, in source order
+    batch_size: int
+    total: int  # items in the source (for progress)
+    progress: bool
+
+    @property
+    def draft_size(self) -> int | None:
+        """The edge JPEG draft mode may decode down to (the processor's input size)."""
+        size = getattr(self.clip.processor.image_processor, "size", None) or {}
+        return size.get("shortest_edge") or size.get("height")
+
+    def batches(self) -> list[list[int]]:
+        """The pending items cut into batches, in order."""
+        return [self.pending[i : i + self.batch_size] for i in range(0, len(self.pending), self.batch_size)]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What an engine did: images encoded, items skipped, partitions run on a cluster."""
+
+    images: int
+    skipped: int
+    partitions: int = 0
+
+
+@dataclass(frozen=True)
+class _LocalEmbed:
+    """This machine: decoding worker processes (a DataLoader) feed the encoder; numbered shards."""
+
+    num_workers: int | None
+    shard_size: int
+
+    def __call__(self, task: EmbedTask) -> Embedded:
+        workers = _default_workers(task.source) if self.num_workers is None else self.num_workers
+        batches = task.batches()
+        loader = DataLoader(
+            DecodedImages(task.source, task.clip.processor.image_processor, task.draft_size),
+            batch_sampler=batches,
+            num_workers=workers if batches else 0,
+            collate_fn=_collate,
+            worker_init_fn=_init_worker if workers else None,
+            prefetch_factor=4 if workers and batches else None,
+        )
+        writer = ShardWriter(task.workdir, self.shard_size)
+        embedded = skipped = 0
+        with progress_bar(task) as bar:
+            for batch_indices, batch in zip(batches, loader):
+                embeddings = task.clip.encode_pixels(batch.pixels) if batch.pixels is not None else None
+                writer.add(batch, embeddings)
+                embedded += len(batch.items)
+                skipped += len(batch.skipped)
+                bar.set_postfix(skipped=skipped, refresh=False)
+                bar.update(len(batch_indices))
+            writer.flush()
+        return Embedded(embedded, skipped)
+
+
+def embed_into_shard(source: Source, positions: Sequence[int], clip: ClipEncoder, batch_size: int, draft_size: int | None, workdir: Path, name: str) -> Embedded:
+    """Embed source `positions` in batches of `batch_size`, decoding in this process, into the one shard `name`."""
+    images = DecodedImages(source, clip.processor.image_processor, draft_size)
+    writer = ShardWriter(workdir, None)
+    embedded = skipped = 0
+    for start in range(0, len(positions), batch_size):
+        batch = _collate([images[i] for i in positions[start : start + batch_size]])
+        writer.add(batch, clip.encode_pixels(batch.pixels) if batch.pixels is not None else None)
+        embedded += len(batch.items)
+        skipped += len(batch.skipped)
+    writer.flush(name)
+    return Embedded(embedded, skipped)
+
+
+def progress_bar(task: EmbedTask) -> tqdm:
+    """One line over the source's items: done/total, images/s, ETA; callers add counts as its postfix."""
+    return tqdm(total=task.total, initial=task.total - len(task.pending), unit="img", desc="precompute", disable=not task.progress, smoothing=0.1, dynamic_ncols=True)
+
+
+def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: EmbeddingStore | None, text_model: str | None, batch_size: int, embed: Callable[[EmbedTask], Embedded], prune: bool, progress: bool) -> PrecomputeReport:
     known = _Known.gather(old, workdir)
     total = len(source)
     keys = _keys(source, known)
@@ -317,35 +434,15 @@ def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: Embed
     if resumed:
         log.info("resuming %s: %d of %d items already done", workdir, resumed, total)
 
-    image_processor = clip.processor.image_processor
-    size = getattr(image_processor, "size", None) or {}
-    draft_size = size.get("shortest_edge") or size.get("height")
-    workers = _default_workers(source) if num_workers is None else num_workers
-    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
-    loader = DataLoader(
-        DecodedImages(source, image_processor, draft_size),
-        batch_sampler=batches,
-        num_workers=workers if batches else 0,
-        collate_fn=_collate,
-        worker_init_fn=_init_worker if workers else None,
-        prefetch_factor=4 if workers and batches else None,
-    )
-    writer = ShardWriter(workdir, shard_size)
     started = time.perf_counter()
-    embedded = 0
-    with tqdm(total=total, initial=total - len(pending), unit="img", desc="precompute", disable=not progress, smoothing=0.1) as bar:
-        for batch_indices, batch in zip(batches, loader):
-            embeddings = clip.encode_pixels(batch.pixels) if batch.pixels is not None else None
-            writer.add(batch, embeddings)
-            embedded += len(batch.items)
-            bar.update(len(batch_indices))
-        writer.flush()
+    done = embed(EmbedTask(source, workdir, clip, pending, batch_size, total, progress))
     seconds = time.perf_counter() - started
+    embedded = done.images
     chosen_text_model = KNOWN_STUDENTS.get(clip.model_id) if text_model == AUTO else text_model
     summary = _finalise(source, out, workdir, clip, old, keys, chosen_text_model, prune)
     rate = embedded / seconds if seconds > 0 and embedded else 0.0
     log.info("wrote %s: %d embeddings (%d new), %d skipped, %.1f images/s", out, summary["count"], embedded, summary["skipped"], rate)
-    return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"])
+    return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"], done.partitions)
 
 
 def _keys(source: Source, known: _Known) -> list[tuple[str, str]] | None:

@@ -96,7 +96,7 @@ def copy_store(source: Path, out: Path) -> Path:
     store = EmbeddingStore.open(source)
     shutil.copytree(source, out, ignore=shutil.ignore_patterns("images"))
     manifest = store.manifest
-    root = store.served_roots()
-    manifest = replace(manifest, model=replace(manifest.model, id=store.model_path()), text_model=store.text_model_path(), source=replace(manifest.source, root=str(root[0]) if root else manifest.source.root))
+    root = store.source_folder
+    manifest = replace(manifest, model=replace(manifest.model, id=store.model_path()), text_model=store.text_model_path(), source=replace(manifest.source, root=str(root) if root else manifest.source.root))
     write_manifest(out, manifest)
     return out

@@ -29,7 +29,7 @@ def test_demo_store_is_consistent_with_the_shipped_models() -> None:
 def demo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, object]]:
     assert default_store() == str(config.DEMO_STORE)
     engine, demo = load_app(None)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", allowed_paths=[str(p) for p in engine.served_roots()], quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         yield Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path_factory.mktemp("dl"))), engine
     finally:

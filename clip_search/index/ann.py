@@ -1,4 +1,5 @@
-"""Approximate top-k with faiss (inner product): an HNSW graph, or IVF-PQ with an exact re-rank of a shortlist."""
+"""Approximate top-k with faiss (inner product): an HNSW graph, or an inverted file of 8-bit scalar codes (IVF-SQ8) or
+of product-quantizer codes (IVF-PQ), each with an optional exact re-rank of a shortlist against the float16 store."""
 
 from __future__ import annotations
 
@@ -15,10 +16,18 @@ from clip_search.index.exact import IndexFileError, as_queries, check_allowed, e
 
 log = logging.getLogger(__name__)
 
-KINDS = ("hnsw", "ivfpq")
-HNSW_DEFAULTS: dict[str, Any] = {"M": 32, "efConstruction": 64, "storage": "SQ8", "efSearch": 64, "rerank": 0}
-IVFPQ_DEFAULTS: dict[str, Any] = {"nlist": None, "m": None, "nbits": 8, "nprobe": 16, "rerank": 100}
-MAX_NLIST = 2048  # coarse lists; more cost k-means and assignment time that 2 cores do not have at 10M rows
+KINDS = ("hnsw", "ivfsq", "ivfpq")
+IVF_KINDS = ("ivfsq", "ivfpq")
+# Defaults per kind, before tuning (build_index tunes efSearch, or nprobe and the re-rank shortlist, to a recall target).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "hnsw": {"M": 32, "efConstruction": 40, "storage": "SQ8", "efSearch": 64, "rerank": 0},
+    # IVF-SQ8: 1 byte a dimension (≈ 520 B/row) scores almost exactly, so a short re-rank suffices; ~4·√n lists
+    "ivfsq": {"nlist": None, "storage": "SQ8", "nprobe": 32, "rerank": 20},
+    # IVF-PQ: 64-72 B/row for stores whose SQ8 codes would not fit in memory; PQ scores need a long re-rank
+    "ivfpq": {"nlist": None, "m": None, "nbits": 8, "nprobe": 16, "rerank": 100},
+}
+LISTS_PER_SQRT_N = {"ivfsq": 4, "ivfpq": 1}  # nlist ≈ this × √n, rounded to a power of two
+MAX_NLIST = {"ivfsq": 4096, "ivfpq": 2048}  # more lists cost k-means and assignment time that 2 cores do not have
 PQ_TRAIN_PER_CENTROID = 64  # PQ codebooks train on at most 64 × 2^nbits rows (faiss' 8-d k-means is slow here)
 PQ_TRAIN_ITERATIONS = 10
 TRAIN_PER_LIST = 50  # training rows per coarse list (faiss wants at least 39)
@@ -26,17 +35,25 @@ MAX_TRAIN_ROWS = 200_000
 ADD_CHUNK_ROWS = 65_536  # rows converted to float32 and added at a time
 EXACT_FILTER_ROWS = 20_000  # a filter allowing at most this many rows is searched exactly instead
 RERANK_QUERY_BLOCK = 64  # queries re-ranked together (bounds the gathered Q×S×D block)
+# kept for callers of the earlier names
+HNSW_DEFAULTS, IVFPQ_DEFAULTS = DEFAULTS["hnsw"], DEFAULTS["ivfpq"]
+
+
+def _check_kind(kind: str) -> None:
+    """ValueError unless `kind` is an ANN kind."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown ANN kind {kind!r}: expected one of {KINDS}")
 
 
 def default_params(kind: str, n: int, dim: int) -> dict[str, Any]:
-    """The build and search parameters of `kind` for n rows of dimension dim, before tuning."""
-    if kind == "hnsw":
-        return dict(HNSW_DEFAULTS)
-    if kind != "ivfpq":
-        raise ValueError(f"unknown ANN kind {kind!r}: expected one of {KINDS}")
-    params = dict(IVFPQ_DEFAULTS)
-    params["nlist"] = int(min(MAX_NLIST, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
-    params["m"] = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
+    """The build and search parameters of `kind` for n rows of dimension dim, before tuning (a fresh dict)."""
+    _check_kind(kind)
+    params = dict(DEFAULTS[kind])
+    if kind in IVF_KINDS:
+        lists = LISTS_PER_SQRT_N[kind] * math.sqrt(max(1, n))
+        params["nlist"] = int(min(MAX_NLIST[kind], max(16, 2 ** round(math.log2(lists)))))
+    if kind == "ivfpq":
+        params["m"] = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m >= 1 and dim % m == 0)
     return params
 
 
@@ -44,6 +61,8 @@ def factory_string(kind: str, params: dict[str, Any]) -> str:
     """The faiss index_factory description of an index of `kind`."""
     if kind == "hnsw":
         return f"HNSW{params['M']},{params['storage']}"
+    if kind == "ivfsq":
+        return f"IVF{params['nlist']},{params['storage']}"
     return f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}np"  # np: no polysemous training (slow, unused)
 
 
@@ -83,17 +102,17 @@ class AnnIndex:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, kind: str, params: dict | None = None, *, threads: int | None = None) -> AnnIndex:
-        """Train and fill an index of `kind` ("hnsw" or "ivfpq") over every row of `embeddings`."""
+        """Train and fill an index of `kind` ("hnsw", "ivfsq" or "ivfpq") over every row of `embeddings`."""
         import faiss
 
         n, dim = embeddings.shape
-        params = dict(default_params(kind, n, dim), **(params or {}))
+        params = dict(default_params(kind, n, dim), **(params or {}))  # checks the kind
         set_threads(threads)
         started = time.perf_counter()
         index = faiss.index_factory(dim, factory_string(kind, params), faiss.METRIC_INNER_PRODUCT)
         if kind == "hnsw":
             index.hnsw.efConstruction = int(params["efConstruction"])
-        else:
+        elif kind == "ivfpq":
             clustering = faiss.downcast_index(faiss.extract_index_ivf(index)).pq.cp
             clustering.max_points_per_centroid, clustering.niter = PQ_TRAIN_PER_CENTROID, PQ_TRAIN_ITERATIONS
         train_rows = min(n, max(TRAIN_PER_LIST * int(params.get("nlist") or 0), 65_536), MAX_TRAIN_ROWS)
@@ -128,8 +147,7 @@ class AnnIndex:
         """Read an index saved by `save`; IndexFileError names a missing, unreadable or mismatched file."""
         import faiss
 
-        if kind not in KINDS:
-            raise ValueError(f"unknown ANN kind {kind!r}: expected one of {KINDS}")
+        _check_kind(kind)
         path = Path(folder) / cls.file_name(kind)
         if not path.is_file():
             raise IndexFileError(f"{path}: index file is missing; rebuild the index")
@@ -152,6 +170,15 @@ class AnnIndex:
         import faiss
 
         return float(faiss.serialize_index(self.index).nbytes) / max(1, len(self))
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of one row's code that a search scans (an IVF list entry; for HNSW, the stored vector)."""
+        import faiss
+
+        if self.kind in IVF_KINDS:
+            return int(faiss.extract_index_ivf(self.index).code_size)
+        return int(faiss.downcast_index(self.index.storage).code_size)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k rows and scores of each query, best first; only `allowed` rows when given."""

@@ -14,23 +14,28 @@ from clip_search.index.exact import ExactIndex, Index
 log = logging.getLogger(__name__)
 
 # "auto": exact search below EXACT_MAX_ROWS (exact p50 grows linearly with rows: NOTES.md saw 1.7 ms at 25k on an idle
-# dev machine, so ~14 ms at 200k; bench/scale.py on a busy one saw 11.7 ms at 25k and 0.74 s at 1M), an HNSW graph up to
-# HNSW_MAX_ROWS (its memory, ~800 B/row, and build time grow fast), IVF-PQ + exact re-rank above.
+# dev machine, so ~14 ms at 200k; bench/scale.py on a busy one saw 11.7 ms at 25k and 0.74 s at 1M), IVF-SQ8 + a short
+# exact re-rank up to IVFSQ_MAX_ROWS (≈ 520 B/row in memory: 1.6 GB at 3M; at 1M it met recall@10 ≥ 0.95 at a few ms
+# where IVF-PQ needed a 500-row re-rank, see bench/RESULTS.md "Search at scale"), IVF-PQ + exact re-rank above.
+# HNSW is built only when asked for: at 1M its build took longer than IVF-SQ8's for no better recall per ms.
 EXACT_MAX_ROWS = 200_000
-HNSW_MAX_ROWS = 2_000_000
+IVFSQ_MAX_ROWS = 3_000_000
 
 EF_SEARCH_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 NPROBE_STEPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-RERANK_FACTORS = (5, 10, 20, 50, 100)  # shortlist sizes tried, as multiples of k
-RERANK_ROW_COST = 4.0  # cost of re-ranking one row (a random float16 read + a dot) against scanning one PQ code, per byte
+RERANK_FACTORS = (2, 5, 10, 20, 50, 100)  # shortlist sizes tried, as multiples of k
+# Re-ranking one row (a random read of the memory-mapped float16 store, often a page fault, then a dot product) costs
+# about as much as scanning this many bytes of codes: bench/scale.py's machine, loaded, re-ranked 500 random rows in
+# ~6.6 ms (13 µs a row) and scanned ~4 MB of SQ8 codes in ~3 ms (0.75 ns a byte).
+RERANK_ROW_BYTES = 16_384
 
 
 def choose_kind(n: int) -> str:
-    """The index kind "auto" picks for n rows: exact, hnsw or ivfpq."""
+    """The index kind "auto" picks for n rows: exact, ivfsq or ivfpq."""
     if n < EXACT_MAX_ROWS:
         return "exact"
-    if n < HNSW_MAX_ROWS:
-        return "hnsw"
+    if n < IVFSQ_MAX_ROWS:
+        return "ivfsq"
     return "ivfpq"
 
 
@@ -64,10 +69,10 @@ def _tune_hnsw(index: AnnIndex, queries: np.ndarray, truth: np.ndarray, k: int, 
     return {"efSearch": index.params["efSearch"]}, recall
 
 
-def _tune_ivfpq(index: AnnIndex, queries: np.ndarray, truth: np.ndarray, k: int, target: float) -> tuple[dict, float]:
-    """The cheapest (nprobe, rerank) reaching `target` on the tuning queries, by codes scanned + rows re-ranked."""
-    n, dim = index.embeddings.shape
-    nlist, m = index.params["nlist"], index.params["m"]
+def _tune_ivf(index: AnnIndex, queries: np.ndarray, truth: np.ndarray, k: int, target: float) -> tuple[dict, float]:
+    """The cheapest (nprobe, rerank) reaching `target` on the tuning queries, by code bytes scanned + rows re-ranked."""
+    n = index.embeddings.shape[0]
+    nlist, code_bytes = index.params["nlist"], index.code_bytes
     sizes = [k * f for f in RERANK_FACTORS]
     best: tuple[float, dict, float] | None = None
     fallback: tuple[float, dict] = (-1.0, {})
@@ -76,19 +81,18 @@ def _tune_ivfpq(index: AnnIndex, queries: np.ndarray, truth: np.ndarray, k: int,
             break
         index.params["nprobe"] = nprobe
         shortlist, _ = index.shortlist(queries, max(sizes))
-        for size in sizes:
-            recall = _prefix_recall(shortlist, truth, size)
-            cost = nprobe * n / nlist * m + size * dim * 2 * RERANK_ROW_COST
+        recalls = [_prefix_recall(shortlist, truth, size) for size in sizes]
+        for size, recall in zip(sizes, recalls):
+            cost = nprobe * n / nlist * code_bytes + size * RERANK_ROW_BYTES
             if recall > fallback[0]:
                 fallback = (recall, {"nprobe": nprobe, "rerank": size})
             if recall >= target and (best is None or cost < best[0]):
                 best = (cost, {"nprobe": nprobe, "rerank": size}, recall)
-        log.info("ivfpq nprobe=%d: recall@%d after re-rank of %s: %s", nprobe, k, sizes,
-                 [round(_prefix_recall(shortlist, truth, s), 4) for s in sizes])
-        if _prefix_recall(shortlist, truth, sizes[0]) >= target:
+        log.info("%s nprobe=%d: recall@%d after re-rank of %s: %s", index.kind, nprobe, k, sizes, [round(r, 4) for r in recalls])
+        if recalls[0] >= target:
             break  # more lists only cost more: even the shortest shortlist reaches the target
     if best is None:
-        log.warning("ivfpq: recall target %.3f not reached; best %.4f with %s", target, *fallback)
+        log.warning("%s: recall target %.3f not reached; best %.4f with %s", index.kind, target, *fallback)
         return fallback[1], fallback[0]
     return best[1], best[2]
 
@@ -107,7 +111,7 @@ def build_index(
     """Build an index of `kind` and tune its search knobs to `recall_target` recall@k on half of `queries`.
 
     `queries` are text embeddings (the side of CLIP's modality gap that searches happen from). The first half
-    tunes efSearch (hnsw) or nprobe + re-rank shortlist (ivfpq) to the lowest setting reaching the target against
+    tunes efSearch (hnsw) or nprobe + re-rank shortlist (ivfsq, ivfpq) to the lowest setting reaching the target against
     exact search; the second half measures the recall reported. Returns the index and an info dict.
     `truth` (the exact top-k rows of `queries`, when the caller has them) saves computing them again.
     """
@@ -127,7 +131,7 @@ def build_index(
     if truth is None:
         truth = ExactIndex(embeddings).search(queries, k)[0]
     truth = np.asarray(truth)[:, :k]
-    tune = _tune_hnsw if kind == "hnsw" else _tune_ivfpq
+    tune = _tune_hnsw if kind == "hnsw" else _tune_ivf
     knobs, tuned_recall = tune(ann, tune_q, truth[:half], k, recall_target)
     ann.params.update(knobs)
     measured = recall_at_k(ann.search(measure_q, k)[0], truth[half:])

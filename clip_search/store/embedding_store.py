@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +93,8 @@ class EmbeddingStore:
         """Where a metadata row's image is, without opening it."""
         if row.get("url"):
             return ImageRef(url=str(row["url"]))
-        root = source_root(self.manifest.source, self.root)
         if row.get("path") is not None or row.get("path_bytes") is not None:
-            return ImageRef(file=_local_path(root, row))
+            return ImageRef(file=_local_path(self.source_folder, row))
         if row.get("row") is not None and self.manifest.source.type == "hf_dataset":
             return ImageRef(dataset_row=int(row["row"]))
         raise StoreError(f"{self.root / METADATA}: row {row.get('id')!r} has no path, url or dataset row")
@@ -120,19 +120,10 @@ class EmbeddingStore:
             return decode_image(data, name=name)
         return decode_image(self._dataset().fetch(int(ref.dataset_row or 0)), name=name)
 
-    def served_roots(self) -> list[Path]:
-        """The folders holding this store's local images (none for URL stores): what an app may serve, and no more."""
-        source = source_root(self.manifest.source, self.root)
-        if source is not None:
-            return [source]
-        if "path" not in self.metadata.column_names:
-            return []
-        parents = {Path(p).resolve().parent for p in pc.drop_null(self.metadata.column("path")).to_pylist() if p}
-        roots: list[Path] = []
-        for folder in sorted(parents, key=lambda p: (len(p.parts), str(p))):
-            if not any(folder.is_relative_to(root) for root in roots):
-                roots.append(folder)
-        return roots
+    @cached_property
+    def source_folder(self) -> Path | None:
+        """The folder a folder store's relative paths start from (resolved once); None for other sources."""
+        return source_root(self.manifest.source, self.root)
 
     def examples(self) -> StoreExamples | None:
         """The example prompts and notice shipped with this store (examples.json), if any."""

@@ -21,7 +21,7 @@ def test_app_answers_through_the_index(folder_store: Path, tmp_path: Path) -> No
     build_store_index(engine.store, engine.text_encoder.encode_texts, kind="hnsw")
     engine, demo = load_app(str(store))
     assert engine.index.kind == "hnsw"
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", allowed_paths=[str(p) for p in engine.served_roots()], quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         gallery, _, status = Client(url, verbose=False, analytics_enabled=False, download_files=False).predict("a red circle", "", None, 5, "", api_name=f"/{SEARCH_API}")
     finally:

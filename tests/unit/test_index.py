@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from clip_search.index import AnnIndex, ExactIndex, IndexFileError, build_index, choose_kind, recall_at_k
+from clip_search.index.ann import default_params, factory_string
 from clip_search.vectors import l2_normalise
 
 DIM = 64
 N = 3000
 THREADS = 1  # the suite runs beside other work on 2 cores: OpenMP spinning on a busy core is slow
 SMALL_IVFPQ = {"nlist": 32, "m": 16, "nbits": 6}  # 4-d sub-quantizers, 64 codes: trains fast on 3000 rows
+SMALL_IVFSQ = {"nlist": 32}
+ANN_KINDS = ("hnsw", "ivfsq", "ivfpq")
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int = DIM, clusters: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -71,6 +74,18 @@ def hnsw(world: dict) -> AnnIndex:
 def ivfpq(world: dict) -> AnnIndex:
     """An IVF-PQ index over the corpus with an exact re-rank of 100 candidates."""
     return AnnIndex.build(world["rows"], "ivfpq", dict(SMALL_IVFPQ, nprobe=8, rerank=100), threads=THREADS)
+
+
+@pytest.fixture(scope="module")
+def ivfsq(world: dict) -> AnnIndex:
+    """An IVF-SQ8 index over the corpus with an exact re-rank of 20 candidates."""
+    return AnnIndex.build(world["rows"], "ivfsq", dict(SMALL_IVFSQ, nprobe=8, rerank=20), threads=THREADS)
+
+
+@pytest.fixture
+def ann(request: pytest.FixtureRequest, kind: str) -> AnnIndex:
+    """The module's index of `kind`."""
+    return request.getfixturevalue(kind)
 
 
 # --- exact --------------------------------------------------------------------------------------------------------
@@ -158,12 +173,48 @@ def test_ivfpq_rerank_recall_and_exact_scores(world: dict, truth: np.ndarray, iv
     ivfpq.params["rerank"] = 0  # without the re-rank, PQ scores alone rank worse
     assert recall_at_k(ivfpq.search(world["queries"], 10)[0], truth) < recall_at_k(found, truth)
     ivfpq.params["rerank"] = 100
+    assert ivfpq.code_bytes == 12  # 16 sub-quantizers of 6 bits
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
-def test_ann_save_load_round_trip(world: dict, kind: str, hnsw: AnnIndex, ivfpq: AnnIndex, tmp_path) -> None:
+def test_ivfsq_recall_and_exact_scores(world: dict, truth: np.ndarray, ivfsq: AnnIndex) -> None:
+    """IVF-SQ8 (1 byte a dimension) + a short re-rank reaches ≥ 0.9 recall@10 with exact float16-row scores; more
+    lists probed find more, and without the re-rank its SQ8 scores are close to the exact ones."""
+    found, scores = ivfsq.search(world["queries"], 10)
+    recall = recall_at_k(found, truth)
+    assert recall >= 0.9
+    exact = np.einsum("qkd,qd->qk", world["rows"][found].astype(np.float32), world["queries"])
+    np.testing.assert_allclose(scores, exact, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    ivfsq.params["nprobe"] = 1
+    assert recall_at_k(ivfsq.search(world["queries"], 10)[0], truth) < recall
+    ivfsq.params.update(nprobe=8, rerank=0)
+    found, scores = ivfsq.search(world["queries"], 10)
+    exact = np.einsum("qkd,qd->qk", world["rows"][found].astype(np.float32), world["queries"])
+    assert np.abs(scores - exact).max() < 0.02
+    ivfsq.params["rerank"] = 20
+    assert ivfsq.code_bytes == DIM  # one byte a dimension, what the tuner's cost counts
+
+
+def test_default_params_and_factory() -> None:
+    """Lists grow with √n up to a cap per kind; PQ splits D into 8-d pieces; unknown kinds are refused."""
+    assert default_params("ivfsq", 1_000_000, 512)["nlist"] == 4096
+    assert default_params("ivfsq", 10_000, 512)["nlist"] == 512
+    assert default_params("ivfpq", 1_000_000, 512)["nlist"] == 1024
+    assert default_params("ivfpq", 10_000_000, 512)["nlist"] == 2048
+    assert default_params("ivfpq", 1_000_000, 512)["m"] == 64
+    assert factory_string("ivfsq", default_params("ivfsq", 1_000_000, 512)) == "IVF4096,SQ8"
+    assert factory_string("hnsw", default_params("hnsw", 1_000_000, 512)) == "HNSW32,SQ8"
+    params = default_params("ivfsq", 1_000, 64)
+    params["nprobe"] = 99
+    assert default_params("ivfsq", 1_000, 64)["nprobe"] != 99  # a fresh dict each time
+    with pytest.raises(ValueError, match="unknown ANN kind"):
+        default_params("lsh", 1_000, 64)
+
+
+@pytest.mark.parametrize("kind", ANN_KINDS)
+def test_ann_save_load_round_trip(world: dict, kind: str, ann: AnnIndex, tmp_path) -> None:
     """A saved and reloaded index returns identical rows and scores."""
-    index = hnsw if kind == "hnsw" else ivfpq
+    index = ann
     names = index.save(tmp_path)
     assert names == [f"index-{kind}.faiss"] and (tmp_path / names[0]).is_file()
     loaded = AnnIndex.load(tmp_path, kind, index.params, world["rows"])
@@ -189,11 +240,11 @@ def test_ann_load_mismatched_store(world: dict, hnsw: AnnIndex, tmp_path) -> Non
         AnnIndex.load(tmp_path, "hnsw", hnsw.params, world["rows"][:100])
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ANN_KINDS)
 @pytest.mark.parametrize("share", [0.0, 0.002, 0.5])
-def test_ann_respects_allowed(world: dict, kind: str, share: float, hnsw: AnnIndex, ivfpq: AnnIndex) -> None:
+def test_ann_respects_allowed(world: dict, kind: str, share: float, ann: AnnIndex) -> None:
     """The filter applies before top-k: only allowed rows, as many as exist, padded with -1 when too few."""
-    index = hnsw if kind == "hnsw" else ivfpq
+    index = ann
     index.params["efSearch"] = 128
     allowed = np.random.default_rng(5).random(N) < share
     found, scores = index.search(world["queries"][:20], 10, allowed)
@@ -211,9 +262,10 @@ def test_ann_respects_allowed(world: dict, kind: str, share: float, hnsw: AnnInd
 
 
 def test_choose_kind_by_size() -> None:
-    """Small stores are searched exactly, mid-sized with HNSW, the largest with IVF-PQ."""
+    """Small stores are searched exactly, mid-sized with IVF-SQ8, the largest with IVF-PQ."""
     assert choose_kind(1_000) == "exact"
-    assert choose_kind(1_000_000) == "hnsw"
+    assert choose_kind(1_000_000) == "ivfsq"
+    assert choose_kind(10_000_000) == "ivfpq"
     assert choose_kind(50_000_000) == "ivfpq"
 
 
@@ -224,11 +276,12 @@ def test_recall_at_k() -> None:
     assert recall_at_k(truth, truth) == 1.0
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
-def test_build_index_tunes_to_target(world: dict, kind: str) -> None:
+@pytest.mark.parametrize("kind", ANN_KINDS)
+def test_build_index_tunes_to_target(world: dict, truth: np.ndarray, kind: str) -> None:
     """Tuning reaches the target on the tuning half with the lowest knob tried; the other half is measured."""
-    params = {"M": 16, "efConstruction": 40} if kind == "hnsw" else SMALL_IVFPQ
-    index, info = build_index(world["rows"], world["queries"], kind=kind, recall_target=0.9, k=10, threads=THREADS, params=params)
+    params = {"hnsw": {"M": 16, "efConstruction": 40}, "ivfsq": SMALL_IVFSQ, "ivfpq": SMALL_IVFPQ}[kind]
+    given = {"truth": truth} if kind == "ivfsq" else {}  # the caller's exact top-k, when given, is used as is
+    index, info = build_index(world["rows"], world["queries"], kind=kind, recall_target=0.9, k=10, threads=THREADS, params=params, **given)
     assert info["kind"] == kind and index.kind == kind
     assert info["tuned_on"] == 100 and info["measured_on"] == 100
     assert info["tuned_recall"] >= 0.9

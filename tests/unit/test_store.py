@@ -57,7 +57,7 @@ def test_round_trip_keeps_order_dtype_and_memory_maps(tmp_path: Path) -> None:
     assert store.manifest.normalised is True and (store.manifest.skipped_count, store.manifest.skipped_reasons) == (1, {"not an image": 1})
     assert read_jsonl(root / "skipped.jsonl") == SKIPPED
     assert store.image_ref(store.rows([1])[0]) == ImageRef(file=Path("/photos/img1.jpg"))
-    assert store.served_roots() == [Path("/photos")]
+    assert store.source_folder == Path("/photos")
 
 
 def test_manifest_round_trips_every_field(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_relative_source_root_resolves_against_the_moved_store(tmp_path: Path) -
     root.rename(moved)
     store = EmbeddingStore.open(moved)
     assert store.image_ref(store.rows([2])[0]).file == moved.resolve() / "images" / "img2.jpg"
-    assert store.served_roots() == [moved.resolve() / "images"]
+    assert store.source_folder == moved.resolve() / "images"
 
 
 def test_dataset_rows_are_kept_as_data(tmp_path: Path) -> None:
