@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.errors import ClipSearchError, StoreError, one_line
+from clip_search.errors import ClusterError, StoreError, one_line
 from clip_search.precompute import Embedded, EmbedTask, embed_into_shard, next_shard_number, progress_bar
 from clip_search.sources import Source
 from clip_search.store import METADATA, SKIPPED, read_jsonl
@@ -37,10 +37,6 @@ from clip_search.store import METADATA, SKIPPED, read_jsonl
 log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT = "distributed.comm.timeouts.connect"  # Dask's setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
-
-
-class ClusterError(ClipSearchError):
-    """The cluster cannot be reached or used, or partitions failed on it."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ class QueryError(ClipSearchError):
     """A query or label set cannot be searched (empty, unreadable image, no labels)."""
 
 
+class ClusterError(ClipSearchError):
+    """A distributed engine cannot be used: no scheduler at the address, the engine not installed, a failed partition."""
+
+
 class SkipItem(Exception):
     """One item of a source cannot be embedded; its message is the reason written to skipped.jsonl."""
 

@@ -24,7 +24,7 @@ from distributed import Client, LocalCluster
 
 from clip_search import cli
 from clip_search import precompute as precompute_module
-from clip_search.distributed import ClusterError
+from clip_search.errors import ClusterError
 from clip_search.errors import StoreError
 from clip_search.precompute import precompute
 from clip_search.store import EmbeddingStore
