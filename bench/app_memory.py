@@ -75,7 +75,9 @@ def make_model(work: Path) -> Path:
     if (out / "config.json").is_file():
         return out
     sys.path.insert(0, str(ROOT / "bench"))
-    from run import vit_b32  # bench/run.py: imports torch and the precompute stack, so only when a model is made
+    from run import (
+        vit_b32,  # bench/run.py: imports torch and the precompute stack, so only when a model is made
+    )
 
     tmp = work / "vit-b32.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -136,7 +138,7 @@ def run_app(store: Path, cache: Path) -> dict:
     """One fresh app process: seconds from spawn to loaded and to the first answer, and its /proc status (KiB)."""
     code = APP_CHILD.format(root=str(ROOT), store=str(store), query=QUERY, fields=STATUS_FIELDS)
     spawned = time.time()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(cache))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(cache), check=False)
     if out.returncode != 0:
         raise RuntimeError(f"app child failed on {store}:\n{out.stderr[-3000:]}")
     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -154,7 +156,7 @@ def run_baseline(cache: Path) -> float:
 def cpu_flags() -> str:
     """The SIMD/AMX flags lscpu reports."""
     out = subprocess.run("lscpu | grep -o 'amx[a-z_0-9]*\\|avx512[a-z_0-9]*\\|avx2' | sort -u", shell=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, check=False).stdout
     return " ".join(out.split()) or "none"
 
 
@@ -182,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("CLIP_SEARCH_CACHE") or args.work / "cache")
+    os.environ["CLIP_SEARCH_CACHE"] = str(cache)  # the index build below encodes its probe texts through it too
 
     model = make_model(args.work)
     small = make_store(args.work, args.data / f"corpus-{args.small_rows}.npy", model)

@@ -62,6 +62,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         engine=args.engine,
         cluster=args.cluster,
         partition_size=args.partition_size,
+        backend=args.backend,
     )
     changes = [f"{report.embedded} encoded now"] if report.reused or report.pruned or report.kept_missing else []
     changes += [f"{report.reused} unchanged"] if report.reused else []
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="local", choices=["local", "dask"], help="local: this machine; dask: partitions embedded by the workers of a Dask cluster (needs --cluster, pip install 'clip-search[dask]') (default %(default)s)")
     p.add_argument("--cluster", default=None, metavar="ADDRESS", help="Dask scheduler address for --engine dask, e.g. tcp://10.0.0.5:8786; --out, the source and the model must be at the same paths on every worker")
     p.add_argument("--partition-size", type=int, default=None, help="items per partition (one task, one shard) with --engine dask, rounded up to whole batches (default: --shard-size)")
+    p.add_argument("--backend", default=config.DEFAULT_IMAGE_BACKEND, choices=[config.AUTO_IMAGE_BACKEND, *config.IMAGE_BACKENDS], help=f"how images are encoded: torch, or an export made once and cached (onnx, onnx-int8, openvino; CPU only); auto is {config.CPU_IMAGE_BACKEND} on the CPU in float32, else torch (default %(default)s)")
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("search", help="search a store by text and/or image")
@@ -259,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="build a search index into a store (exact, HNSW or IVF-PQ), tuned and measured on text queries")
     p.add_argument("store", help="store folder")
-    p.add_argument("--kind", default="auto", choices=["auto", "exact", "hnsw", "ivfpq"], help="auto: exact for small stores, HNSW in the middle, IVF-PQ with exact re-ranking for the largest (default %(default)s)")
+    p.add_argument("--kind", default="auto", choices=["auto", "exact", "ivfsq", "ivfpq", "hnsw"], help="auto: exact below 200k rows, IVF with 8-bit codes up to 3M, IVF-PQ above, each re-ranked exactly (default %(default)s)")
     p.add_argument("--recall-target", type=float, default=config.INDEX_RECALL_TARGET, help="recall@10 against exact search to tune for (default %(default)s)")
     p.add_argument("--probes", type=int, default=400, help="text queries to tune and measure recall with (default %(default)s)")
     p.add_argument("--device", default=None, help="device of the text encoder that makes the probe queries")

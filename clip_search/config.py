@@ -12,6 +12,17 @@ KNOWN_STUDENTS: dict[str, str] = {
 }
 
 DEFAULT_BATCH_SIZE = 32
+
+# Image-encoder backends of precompute (clip_search.vision_backends). "auto" is CPU_IMAGE_BACKEND on the CPU in
+# float32, else torch: CPU_IMAGE_BACKEND is the fastest backend that kept quality when measured (bench/backends.py,
+# bench/RESULTS.md). `clip-search precompute` defaults to "auto"; the library's `precompute()` to torch, whose
+# vectors are exactly `ClipEncoder.encode_pixels`'s (what its callers and tests compare against).
+TORCH_BACKEND, ONNX_BACKEND, ONNX_INT8_BACKEND, OPENVINO_BACKEND = "torch", "onnx", "onnx-int8", "openvino"
+IMAGE_BACKENDS: tuple[str, ...] = (TORCH_BACKEND, ONNX_BACKEND, ONNX_INT8_BACKEND, OPENVINO_BACKEND)
+AUTO_IMAGE_BACKEND = "auto"
+CPU_IMAGE_BACKEND = ONNX_INT8_BACKEND
+DEFAULT_IMAGE_BACKEND = AUTO_IMAGE_BACKEND  # the command line's
+LIBRARY_IMAGE_BACKEND = TORCH_BACKEND  # precompute()'s
 DEFAULT_TEXT_BATCH_SIZE = 64
 DEFAULT_TOP_K = 12
 DEFAULT_SHARD_SIZE = 1024  # rows per resumable shard written during precompute
@@ -19,7 +30,7 @@ DEFAULT_SHARD_SIZE = 1024  # rows per resumable shard written during precompute
 STORE_FORMAT_VERSION = 2
 STORE_DTYPE = "float16"
 STORE_NORM_TOLERANCE = 0.01  # a stored row's length may differ from 1 by this much (float16 rounding is far less)
-STORE_CHECK_CHUNK_ROWS = 65_536  # rows read at a time when a store is checked on open
+STORE_CHECK_CHUNK_ROWS = 16_384  # rows read at a time when a store is checked on open
 
 # Decoding: images larger than this many pixels are refused (decompression bombs).
 MAX_IMAGE_PIXELS = 64_000_000

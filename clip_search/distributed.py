@@ -29,10 +29,12 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from clip_search.clip_model import ClipEncoder
+from clip_search.config import LIBRARY_IMAGE_BACKEND
 from clip_search.errors import ClusterError, StoreError, one_line
 from clip_search.precompute import Embedded, EmbedTask, embed_into_shard, next_shard_number, progress_bar
 from clip_search.sources import Source
 from clip_search.store import METADATA, SKIPPED, read_jsonl
+from clip_search.vision_backends import ImageEncoder, load_image_encoder
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class PartitionJob:
     batch_size: int
     draft_size: int | None
     workdir: str
+    backend: str = LIBRARY_IMAGE_BACKEND  # the image backend, resolved by each worker for itself ("auto": its CPU default)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class DaskEmbed:
             return Embedded(0, 0, 0)
         model = str(Path(self.model["model"]).resolve()) if Path(self.model["model"]).exists() else self.model["model"]
         workdir = task.workdir.resolve()
-        job = PartitionJob(model, self.model["revision"], self.model["device"], self.model["dtype"], task.batch_size, task.draft_size, str(workdir))
+        job = PartitionJob(model, self.model["revision"], self.model["device"], self.model["dtype"], task.batch_size, task.draft_size, str(workdir), self.model.get("backend", LIBRARY_IMAGE_BACKEND))
         run = uuid.uuid4().hex[:8]  # names this run's shards and tasks apart from any other run's
         first = next_shard_number(workdir)
         source = self.client.submit(_same, task.source, key=f"clip-search-source-{run}", pure=False)
@@ -149,16 +152,17 @@ def _same(source: Source) -> Source:
     return source
 
 
-_encoders: dict[tuple[str, str | None, str | None, str | None], ClipEncoder] = {}
+_encoders: dict[tuple[str, str | None, str | None, str | None, str], tuple[ClipEncoder, ImageEncoder]] = {}
 _encoders_lock = threading.Lock()
 
 
-def _encoder(job: PartitionJob) -> ClipEncoder:
-    """The CLIP this worker process has loaded for `job` (loaded on first use)."""
-    key = (job.model, job.revision, job.device, job.dtype)
+def _encoder(job: PartitionJob) -> tuple[ClipEncoder, ImageEncoder]:
+    """The CLIP this worker process has loaded for `job`, and its image encoder on `job.backend` (loaded on first use)."""
+    key = (job.model, job.revision, job.device, job.dtype, job.backend)
     with _encoders_lock:
         if key not in _encoders:
-            _encoders[key] = ClipEncoder.load(job.model, revision=job.revision, device=job.device, dtype=job.dtype)
+            clip = ClipEncoder.load(job.model, revision=job.revision, device=job.device, dtype=job.dtype)
+            _encoders[key] = (clip, load_image_encoder(clip, job.backend))
         return _encoders[key]
 
 
@@ -171,7 +175,8 @@ def embed_partition(job: PartitionJob, source: Source, positions: list[int], nam
     if not workdir.is_dir():
         raise StoreError(f"{workdir} is not on worker {socket.gethostname()}: put the store on storage every worker mounts at the same path")
     try:
-        return embed_into_shard(source, positions, _encoder(job), job.batch_size, job.draft_size, workdir, name)
+        clip, images = _encoder(job)
+        return embed_into_shard(source, positions, clip, job.batch_size, job.draft_size, workdir, name, images)
     except OSError:
         if shard.is_dir():  # another attempt of this partition finished first; its shard is the same
             return _counts(shard)

@@ -38,10 +38,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
+from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, LIBRARY_IMAGE_BACKEND, STORE_DTYPE
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
 from clip_search.sources import Source, SourceItem, open_source
+from clip_search.vision_backends import ImageEncoder, load_image_encoder, resolve_backend
 from clip_search.store import (
     EMBEDDINGS,
     MANIFEST,
@@ -290,6 +291,7 @@ def precompute(
     engine: str = LOCAL,
     cluster: Any = None,
     partition_size: int | None = None,
+    backend: str = LIBRARY_IMAGE_BACKEND,
 ) -> PrecomputeReport:
     """Embed the images of `source` with CLIP `model` into the store at `out`: new, updated, or resumed.
 
@@ -303,6 +305,11 @@ def precompute(
     `distributed.Client`) in partitions of `partition_size` items (rounded up to whole batches; default
     `shard_size`'s). `out`, the source and the model must be at the same paths on every worker. The store
     is the one this machine alone would make; `num_workers` and `shard_size` apply to local runs only.
+
+    `backend` runs the image encoder: "torch" (the default: exactly `ClipEncoder.encode_pixels`), "onnx",
+    "onnx-int8" or "openvino" (a cached export, made once, CPU only), or "auto" (the command line's default):
+    the measured fastest that keeps quality on the CPU in float32, torch elsewhere (`clip_search.vision_backends`).
+    On a cluster each worker resolves and loads it for itself.
     """
     if "://" in str(out):
         raise StoreError(f"out must be a local or mounted folder path, not a URL: {out}")
@@ -317,6 +324,8 @@ def precompute(
         raise StoreError(f"a cluster ({cluster}) is only used with engine 'dask'")
     if partition_size is not None and partition_size < 1:
         raise StoreError(f"partition_size must be at least 1, got {partition_size}")
+    if engine == LOCAL:
+        resolve_backend(backend, device, dtype)  # an unknown backend or a missing package: refused before any work
     if isinstance(source, str):
         source = open_source(source)
     workdir = out.with_name(out.name + ".partial")
@@ -325,14 +334,15 @@ def precompute(
         if engine == DASK:
             from clip_search.distributed import DaskEmbed
 
-            spec = dict(model=model, revision=revision, device=device, dtype=dtype)
+            spec = dict(model=model, revision=revision, device=device, dtype=dtype, backend=backend)
             embed = stack.enter_context(DaskEmbed.connect(cluster, spec, partition_size or shard_size))
         lock = _lock(workdir, out)
         stack.callback(os.close, lock)
         old = _existing_store(out, model, overwrite)
         clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)
+        images = load_image_encoder(clip, backend) if engine == LOCAL else clip  # on a cluster, the workers load theirs
         _prepare_workdir(workdir, _work_state(source, model, revision), restart)
-        report = _run(source, out, workdir, clip, old, text_model, batch_size, embed, prune, progress)
+        report = _run(source, out, workdir, clip, images, old, text_model, batch_size, embed, prune, progress)
         shutil.rmtree(workdir)
     return report
 
@@ -349,6 +359,7 @@ class EmbedTask:
     source: Source
     workdir: Path
     clip: ClipEncoder
+    images: ImageEncoder  # what encodes the pixels: `clip` itself, or another backend's export of its image tower
     pending: list[int]  # source positions to embed, in source order
     batch_size: int
     total: int  # items in the source (for progress)
@@ -396,7 +407,7 @@ class _LocalEmbed:
         embedded = skipped = 0
         with progress_bar(task) as bar:
             for batch_indices, batch in zip(batches, loader):
-                embeddings = task.clip.encode_pixels(batch.pixels) if batch.pixels is not None else None
+                embeddings = task.images.encode_pixels(batch.pixels) if batch.pixels is not None else None
                 writer.add(batch, embeddings)
                 embedded += len(batch.items)
                 skipped += len(batch.skipped)
@@ -406,14 +417,17 @@ class _LocalEmbed:
         return Embedded(embedded, skipped)
 
 
-def embed_into_shard(source: Source, positions: Sequence[int], clip: ClipEncoder, batch_size: int, draft_size: int | None, workdir: Path, name: str) -> Embedded:
-    """Embed source `positions` in batches of `batch_size`, decoding in this process, into the one shard `name`."""
+def embed_into_shard(source: Source, positions: Sequence[int], clip: ClipEncoder, batch_size: int, draft_size: int | None, workdir: Path, name: str, encoder: ImageEncoder | None = None) -> Embedded:
+    """Embed source `positions` in batches of `batch_size`, decoding in this process, into the one shard `name`.
+
+    `encoder` encodes the pixels (default: `clip` itself); `clip` preprocesses them."""
+    encoder = encoder or clip
     images = DecodedImages(source, clip.processor.image_processor, draft_size)
     writer = ShardWriter(workdir, None)
     embedded = skipped = 0
     for start in range(0, len(positions), batch_size):
         batch = _collate([images[i] for i in positions[start : start + batch_size]])
-        writer.add(batch, clip.encode_pixels(batch.pixels) if batch.pixels is not None else None)
+        writer.add(batch, encoder.encode_pixels(batch.pixels) if batch.pixels is not None else None)
         embedded += len(batch.items)
         skipped += len(batch.skipped)
     writer.flush(name)
@@ -425,7 +439,7 @@ def progress_bar(task: EmbedTask) -> tqdm:
     return tqdm(total=task.total, initial=task.total - len(task.pending), unit="img", desc="precompute", disable=not task.progress, smoothing=0.1, dynamic_ncols=True)
 
 
-def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: EmbeddingStore | None, text_model: str | None, batch_size: int, embed: Callable[[EmbedTask], Embedded], prune: bool, progress: bool) -> PrecomputeReport:
+def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: ImageEncoder, old: EmbeddingStore | None, text_model: str | None, batch_size: int, embed: Callable[[EmbedTask], Embedded], prune: bool, progress: bool) -> PrecomputeReport:
     known = _Known.gather(old, workdir)
     total = len(source)
     keys = _keys(source, known)
@@ -435,7 +449,7 @@ def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: Embed
         log.info("resuming %s: %d of %d items already done", workdir, resumed, total)
 
     started = time.perf_counter()
-    done = embed(EmbedTask(source, workdir, clip, pending, batch_size, total, progress))
+    done = embed(EmbedTask(source, workdir, clip, images, pending, batch_size, total, progress))
     seconds = time.perf_counter() - started
     embedded = done.images
     chosen_text_model = KNOWN_STUDENTS.get(clip.model_id) if text_model == AUTO else text_model

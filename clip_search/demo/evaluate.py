@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_search.classify import embed_labels, zero_shot_probabilities
+from clip_search.config import LIBRARY_IMAGE_BACKEND
 from clip_search.demo.captions import LANGUAGES, label_prompts, label_values, query_text
 from clip_search.demo.scenes import EVAL_SEED, Query, Scene, generate_scenes, render, truth_matrix
 from clip_search.engine import SearchEngine
@@ -87,6 +88,7 @@ def evaluate(
     languages: Sequence[str] = LANGUAGES,
     image_size: int = 64,
     device: str | None = None,
+    backend: str = LIBRARY_IMAGE_BACKEND,
 ) -> EvalReport:
     """Measure the demo models on `scenes` held-out scenes (seed disjoint from training)."""
     gallery = generate_scenes(scenes, seed)
@@ -94,7 +96,7 @@ def evaluate(
         images, store_dir = Path(tmp) / "images", Path(tmp) / "store"
         images.mkdir()
         _write_gallery(gallery, images, image_size)
-        precompute(str(images), store_dir, model=str(model), text_model=str(text_model) if text_model else None, batch_size=128, num_workers=0, device=device, progress=False)
+        precompute(str(images), store_dir, model=str(model), text_model=str(text_model) if text_model else None, batch_size=128, num_workers=0, device=device, progress=False, backend=backend)
         engine = SearchEngine.load(store_dir, device=device)
         matrix = engine.store.vectors(range(len(engine.store)))
         # Rows are in sorted file order, which is scene order (zero-padded names).

@@ -76,10 +76,58 @@ def set_threads(threads: int | None) -> int:
     return int(threads)
 
 
-def _float32_rows(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
+class _RowReader:
+    """Rows of a memory-mapped matrix read with pread from its file, not through the mapping.
+
+    A re-rank reads a few hundred scattered rows per query; through the mapping, every first touch is a page fault that
+    also maps the page's cached neighbours (the kernel's fault-around), so a long-running process' RSS climbs towards
+    the whole store (measured at 10M rows: 9.6 GiB after 500 queries). pread copies just the rows from the page cache.
+    """
+
+    def __init__(self, path: str, start: int, row_stride: int, row_bytes: int, dtype: np.dtype, dim: int) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.start, self.row_stride, self.row_bytes, self.dtype, self.dim = start, row_stride, row_bytes, dtype, dim
+
+    @classmethod
+    def of(cls, embeddings: np.ndarray) -> _RowReader | None:
+        """A reader for a row-contiguous view of a read-only np.memmap, else None (read through numpy)."""
+        mapping, name = getattr(embeddings, "_mmap", None), getattr(embeddings, "filename", None)
+        if mapping is None or not name or embeddings.ndim != 2 or embeddings.strides[1] != embeddings.itemsize:
+            return None
+        import mmap
+
+        # the mapping starts at the file offset numpy rounded down; a view's rows sit `delta` bytes into it
+        base = np.frombuffer(mapping, np.uint8).__array_interface__["data"][0]
+        delta = embeddings.__array_interface__["data"][0] - base
+        offset = int(getattr(embeddings, "offset", 0))
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY + delta
+        try:
+            return cls(name, start, embeddings.strides[0], embeddings.shape[1] * embeddings.itemsize, embeddings.dtype, embeddings.shape[1])
+        except OSError:
+            return None
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The given (sorted, unique) rows, in their stored dtype."""
+        out = np.empty((len(rows), self.dim), self.dtype)
+        view = memoryview(out).cast("B")
+        for i, row in enumerate(rows.tolist()):
+            got = os.preadv(self.fd, [view[i * self.row_bytes : (i + 1) * self.row_bytes]], self.start + row * self.row_stride)
+            if got != self.row_bytes:
+                raise IndexFileError(f"short read of row {row} from the store's embeddings file; reopen the store")
+        return out
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError):
+            pass
+
+
+def _float32_rows(embeddings: np.ndarray, rows: np.ndarray, reader: _RowReader | None = None) -> np.ndarray:
     """The given rows (any order, repeats allowed) as a float32 matrix, reading only those rows."""
     unique, inverse = np.unique(rows, return_inverse=True)
-    return np.asarray(embeddings[unique], dtype=np.float32)[inverse]
+    picked = reader.rows(unique) if reader is not None else embeddings[unique]
+    return np.asarray(picked, dtype=np.float32)[inverse]
 
 
 def _training_sample(embeddings: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
@@ -99,6 +147,7 @@ class AnnIndex:
         self.kind = kind
         self.params = dict(params)
         self.embeddings = embeddings
+        self._reader = _RowReader.of(embeddings)  # re-rank reads: pread from the store file when it is memory-mapped
 
     @classmethod
     def build(cls, embeddings: np.ndarray, kind: str, params: dict | None = None, *, threads: int | None = None) -> AnnIndex:
@@ -217,7 +266,7 @@ class AnnIndex:
         parts = []
         for start in range(0, len(queries), RERANK_QUERY_BLOCK):
             block = ids[start : start + RERANK_QUERY_BLOCK]
-            vectors = _float32_rows(self.embeddings, np.where(block >= 0, block, 0).ravel()).reshape(*block.shape, -1)
+            vectors = _float32_rows(self.embeddings, np.where(block >= 0, block, 0).ravel(), self._reader).reshape(*block.shape, -1)
             scores = np.einsum("qsd,qd->qs", vectors, queries[start : start + RERANK_QUERY_BLOCK])
             parts.append(select_top_k(np.where(block >= 0, scores, -np.inf).astype(np.float32), block, k))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

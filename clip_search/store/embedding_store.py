@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -156,16 +156,37 @@ def _local_path(root: Path | None, row: dict[str, Any]) -> Path:
 
 
 def check_unit_rows(embeddings: np.ndarray, path: Path, *, chunk_rows: int = STORE_CHECK_CHUNK_ROWS) -> None:
-    """Refuse a matrix with a non-finite or non-unit row, naming the first one."""
-    for start in range(0, embeddings.shape[0], chunk_rows):
-        chunk = np.asarray(embeddings[start : start + chunk_rows], dtype=np.float32)
-        finite = np.isfinite(chunk).all(axis=1)
-        norms = np.linalg.norm(np.where(finite[:, None], chunk, 0), axis=1)
+    """Refuse a matrix with a non-finite or non-unit row, naming the first one.
+
+    A memory-mapped matrix is read with plain file reads, so checking a store larger than RAM leaves none of it
+    mapped into the process (its resident memory stays that of one chunk).
+    """
+    for start, chunk in _chunks(embeddings, chunk_rows):
+        rows = np.asarray(chunk, dtype=np.float32)
+        squares = np.einsum("ij,ij->i", rows, rows)  # NaN or infinity anywhere in a row makes its sum non-finite
+        finite = np.isfinite(squares)
+        norms = np.sqrt(np.where(finite, squares, 1))
         bad = np.flatnonzero(~finite | (np.abs(norms - 1) > STORE_NORM_TOLERANCE))
         if bad.size:
             row = start + int(bad[0])
             what = "holds NaN or infinity" if not finite[bad[0]] else f"has length {norms[bad[0]]:.4f}, not 1"
             raise StoreError(f"{path}: row {row} {what}; the store is damaged: rebuild it with `clip-search precompute`")
+
+
+def _chunks(embeddings: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, rows) blocks of the matrix: read from its file when it is a memory map, else sliced."""
+    n, dim = embeddings.shape
+    if not isinstance(embeddings, np.memmap) or embeddings.filename is None:
+        for start in range(0, n, chunk_rows):
+            yield start, embeddings[start : start + chunk_rows]
+        return
+    row_bytes = dim * embeddings.dtype.itemsize
+    with open(embeddings.filename, "rb", buffering=0) as f:
+        f.seek(embeddings.offset)
+        for start in range(0, n, chunk_rows):
+            count = min(chunk_rows, n - start)
+            data = f.read(count * row_bytes)
+            yield start, np.frombuffer(data, dtype=embeddings.dtype).reshape(-1, dim)
 
 
 def _read_embeddings(path: Path, manifest: Manifest) -> np.ndarray:

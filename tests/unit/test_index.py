@@ -10,6 +10,7 @@ import pytest
 
 from clip_search.index import AnnIndex, ExactIndex, IndexFileError, build_index, choose_kind, recall_at_k
 from clip_search.index.ann import default_params, factory_string
+from clip_search.index.tune import TUNE_MARGIN
 from clip_search.vectors import l2_normalise
 
 DIM = 64
@@ -284,17 +285,17 @@ def test_build_index_tunes_to_target(world: dict, truth: np.ndarray, kind: str) 
     index, info = build_index(world["rows"], world["queries"], kind=kind, recall_target=0.9, k=10, threads=THREADS, params=params, **given)
     assert info["kind"] == kind and index.kind == kind
     assert info["tuned_on"] == 100 and info["measured_on"] == 100
-    assert info["tuned_recall"] >= 0.9
+    assert info["tuned_recall"] >= 0.9 + TUNE_MARGIN  # tuned above the target, so unseen queries meet it
     assert 0.8 <= info["recall_at_10"] <= 1.0
     truth = ExactIndex(world["rows"]).search(world["queries"], 10)[0]
     assert recall_at_k(index.search(world["queries"][100:], 10)[0], truth[100:]) == pytest.approx(info["recall_at_10"])
     assert info["bytes_per_vector"] > 0 and info["build_seconds"] > 0
-    if kind == "hnsw":  # the lowest setting: one step lower misses the target (or it is the lowest tried)
+    if kind == "hnsw":  # the lowest setting: one step lower misses the tuned target (or it is the lowest tried)
         ef = info["params"]["efSearch"]
         lower = [e for e in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if 10 <= e < ef]
         if lower:
             index.params["efSearch"] = lower[-1]
-            assert recall_at_k(index.search(world["queries"][:100], 10)[0], truth[:100]) < 0.9
+            assert recall_at_k(index.search(world["queries"][:100], 10)[0], truth[:100]) < 0.9 + TUNE_MARGIN
 
 
 def test_build_index_exact(world: dict) -> None:
@@ -308,3 +309,24 @@ def test_import_is_light() -> None:
     code = "import sys, clip_search.index; print('faiss' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_rerank_reads_memory_mapped_rows_with_pread(world: dict, ivfsq: AnnIndex, tmp_path) -> None:
+    """Over a memory-mapped store (and views of it) the re-rank reads rows from the file, with the results of the
+    in-memory matrix; the file's pages are not mapped into the process for it."""
+    from clip_search.index.ann import _float32_rows, _RowReader
+
+    np.save(tmp_path / "e.npy", world["rows"])
+    mapped = np.load(tmp_path / "e.npy", mmap_mode="r")
+    rows = np.array([5, 2999, 5, 0, 1234])
+    for view, ref in ((mapped, world["rows"]), (mapped[1000:2500], world["rows"][1000:2500]), (mapped[::3], world["rows"][::3])):
+        reader = _RowReader.of(view)
+        assert reader is not None
+        picked = rows[rows < len(view)]
+        np.testing.assert_array_equal(_float32_rows(view, picked, reader), ref[picked].astype(np.float32))
+    assert _RowReader.of(world["rows"]) is None and _RowReader.of(np.asarray(mapped[:, :8])) is None
+    on_file = AnnIndex(ivfsq.index, "ivfsq", ivfsq.params, mapped)
+    assert on_file._reader is not None
+    a, b = ivfsq.search(world["queries"], 10), on_file.search(world["queries"], 10)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
