@@ -7,6 +7,10 @@ import os
 import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Model-loading chatter off, through the environment: torch and transformers are imported only if an image
+# query or a first ONNX export needs them.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,13 +26,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if store is not None:
-            EmbeddingStore.open(store)  # fail fast, before the slow imports of gradio and torch
-        import transformers
-
+            EmbeddingStore.open(store, verify=False)  # fail fast, before the slow import of gradio
         from clip_search.ui import launch_app
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
         launch_app(
             store,
             model=os.environ.get("CLIP_SEARCH_MODEL") or None,
