@@ -341,15 +341,16 @@ def precompute(
         old = _existing_store(out, model, overwrite)
         clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)
         images = load_image_encoder(clip, backend) if engine == LOCAL else clip  # on a cluster, the workers load theirs
-        _prepare_workdir(workdir, _work_state(source, model, revision), restart)
+        _prepare_workdir(workdir, _work_state(source, model, revision, resolve_backend(backend, device, dtype)), restart)
         report = _run(source, out, workdir, clip, images, old, text_model, batch_size, embed, prune, progress)
         shutil.rmtree(workdir)
     return report
 
 
-def _work_state(source: Source, model: str, revision: str | None) -> dict[str, Any]:
+def _work_state(source: Source, model: str, revision: str | None, backend: str) -> dict[str, Any]:
+    """What unfinished work must match to be resumed: vectors of another model, source or backend are never mixed in."""
     where = {k: v for k, v in source.describe().items() if k != "count"}
-    return {"model": model, "revision": revision, "source": where}
+    return {"model": model, "revision": revision, "backend": backend, "source": where}
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,11 @@ def test_cli_refuses_an_unknown_backend(capsys: pytest.CaptureFixture[str]) -> N
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
 
 
-def test_cli_default_is_auto() -> None:
-    from clip_search.cli import build_parser
+def test_cli_and_library_default_to_torch() -> None:
+    import inspect
 
-    assert build_parser().parse_args(["precompute", "somewhere", "--out", "x"]).backend == "auto"
+    from clip_search.cli import build_parser
+    from clip_search.precompute import precompute
+
+    assert build_parser().parse_args(["precompute", "somewhere", "--out", "x"]).backend == "torch"
+    assert inspect.signature(precompute).parameters["backend"].default == "torch"
