@@ -15,11 +15,12 @@ log = logging.getLogger(__name__)
 
 # "auto": exact search below EXACT_MAX_ROWS (exact p50 grows linearly with rows: NOTES.md saw 1.7 ms at 25k on an idle
 # dev machine, so ~14 ms at 200k; bench/scale.py on a busy one saw 11.7 ms at 25k and 0.74 s at 1M), IVF-SQ8 + a short
-# exact re-rank up to IVFSQ_MAX_ROWS (≈ 520 B/row in memory: 1.6 GB at 3M; at 1M it met recall@10 ≥ 0.95 at a few ms
-# where IVF-PQ needed a 500-row re-rank, see bench/RESULTS.md "Search at scale"), IVF-PQ + exact re-rank above.
+# exact re-rank up to IVFSQ_MAX_ROWS (≈ 520 B/row in memory: 5.2 GB at 10M, 6.3 GB at 12M; it met recall@10 ≥ 0.95 at
+# 1M in 2.9 ms and at 10M in 34 ms, where IVF-PQ needed a 1000-row re-rank and still missed at 10M; see
+# bench/RESULTS.md "Search at scale"), IVF-PQ + exact re-rank above, where SQ8 codes no longer fit in 8 GiB.
 # HNSW is built only when asked for: at 1M its build took longer than IVF-SQ8's for no better recall per ms.
 EXACT_MAX_ROWS = 200_000
-IVFSQ_MAX_ROWS = 3_000_000
+IVFSQ_MAX_ROWS = 12_000_000
 
 # The knobs are tuned to recall_target + TUNE_MARGIN on the tuning queries, so that recall on queries not tuned on
 # meets the target: tuned to exactly 0.95, IVF-SQ8 at 1M measured 0.9496 on the other half (bench/RESULTS.md).
