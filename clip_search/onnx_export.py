@@ -19,7 +19,6 @@ import numpy as np
 
 from clip_search.errors import ModelLoadError, one_line
 from clip_search.onnx_text import (
-    INFO_FILE,
     INPUT_NAMES,
     KINDS,
     ONNX_FILE,
@@ -30,6 +29,7 @@ from clip_search.onnx_text import (
     cached_export,
     export_key,
     exports_root,
+    publish_export,
 )
 
 log = logging.getLogger(__name__)
@@ -93,15 +93,7 @@ def export_text_encoder(model_ref: str, kind: str, *, revision: str | None = Non
         info.write(tmp)
         min_cos = _verify(tmp, model_ref, tokenizer, info, reference)
         replace(info, min_cosine=min_cos).write(tmp)
-        if final.exists() and not (final / INFO_FILE).is_file():
-            shutil.rmtree(final)  # a folder left half-deleted by hand: never a finished export
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / INFO_FILE).is_file():
-                raise
-            log.info("another process finished exporting %s first; using its export", final)
-        else:
+        if publish_export(tmp, final):
             log.info("exported %s text encoder of %s to %s (min cosine to torch %.6f)", kind, model_ref, final, min_cos)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

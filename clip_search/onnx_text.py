@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -188,6 +189,21 @@ def export_key(model_ref: str, kind: str, *, revision: str | None = None) -> tup
     blob = json.dumps({"format": EXPORT_FORMAT, "kind": kind, "source": source}, sort_keys=True).encode()
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40] or "model"
     return f"{kind}-{slug}-{hashlib.sha256(blob).hexdigest()[:16]}", source
+
+
+def publish_export(tmp: Path, final: Path) -> bool:
+    """Rename a finished export folder into place; False when another process finished the same export first
+    (its export is kept and `tmp` is left for the caller to remove)."""
+    if final.exists() and not (final / INFO_FILE).is_file():
+        shutil.rmtree(final)  # a folder left half-deleted by hand: never a finished export
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / INFO_FILE).is_file():
+            raise
+        log.info("another process finished exporting %s first; using its export", final)
+        return False
+    return True
 
 
 def exports_root(cache_dir: Path | None = None) -> Path:

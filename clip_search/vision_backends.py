@@ -36,7 +36,7 @@ import numpy as np
 
 from clip_search.config import AUTO_IMAGE_BACKEND, CPU_IMAGE_BACKEND, IMAGE_BACKENDS, ONNX_BACKEND, ONNX_INT8_BACKEND, OPENVINO_BACKEND, TORCH_BACKEND
 from clip_search.errors import ModelLoadError, one_line
-from clip_search.onnx_text import _cpu_count, export_key, exports_root
+from clip_search.onnx_text import _cpu_count, export_key, exports_root, publish_export
 from clip_search.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
@@ -179,15 +179,7 @@ def export_image_encoder(clip: Any, backend: str, *, cache_dir: Path | None = No
         info.write(tmp)
         min_cos = _verify(clip, tmp, backend, size)
         replace(info, min_cosine=min_cos).write(tmp)
-        if final.exists() and not (final / INFO_FILE).is_file():
-            shutil.rmtree(final)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / INFO_FILE).is_file():
-                raise
-            log.info("another process finished exporting %s first; using its export", final)
-        else:
+        if publish_export(tmp, final):
             log.info("exported the image encoder of %s for %s to %s (min cosine to torch %.6f)", clip.model_id, backend, final, min_cos)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
