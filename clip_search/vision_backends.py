@@ -186,24 +186,36 @@ def export_image_encoder(clip: Any, backend: str, *, cache_dir: Path | None = No
     return final
 
 
-class OnnxImageEncoder:
-    """An image encoder run by onnxruntime on the CPU: N×D float32, L2-normalised."""
+class _ExportedImageEncoder:
+    """An exported image tower run on the CPU: N×D float32, L2-normalised; subclasses run one batch."""
 
-    def __init__(self, session: Any, info: VisionExportInfo, folder: Path) -> None:
-        self.session = session
-        self.info = info
-        self.folder = folder
+    info: VisionExportInfo
 
     def encode_pixels(self, pixel_values: Any) -> np.ndarray:
         """Image embeddings for preprocessed pixels (a torch tensor or an array): N×D, L2-normalised, float32."""
         pixels = np.ascontiguousarray(_numpy(pixel_values), dtype=np.float32)
         if len(pixels) == 0:
             return np.zeros((0, self.info.dim), np.float32)
-        return l2_normalise(self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0])
+        return l2_normalise(self._run(pixels))
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
-class OpenVinoImageEncoder:
-    """An image encoder run by OpenVINO's CPU plugin: N×D float32, L2-normalised."""
+class OnnxImageEncoder(_ExportedImageEncoder):
+    """An image encoder run by onnxruntime on the CPU."""
+
+    def __init__(self, session: Any, info: VisionExportInfo, folder: Path) -> None:
+        self.session = session
+        self.info = info
+        self.folder = folder
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
+
+
+class OpenVinoImageEncoder(_ExportedImageEncoder):
+    """An image encoder run by OpenVINO's CPU plugin."""
 
     def __init__(self, compiled: Any, info: VisionExportInfo, folder: Path) -> None:
         self.compiled = compiled
@@ -211,12 +223,8 @@ class OpenVinoImageEncoder:
         self.info = info
         self.folder = folder
 
-    def encode_pixels(self, pixel_values: Any) -> np.ndarray:
-        """Image embeddings for preprocessed pixels (a torch tensor or an array): N×D, L2-normalised, float32."""
-        pixels = np.ascontiguousarray(_numpy(pixel_values), dtype=np.float32)
-        if len(pixels) == 0:
-            return np.zeros((0, self.info.dim), np.float32)
-        return l2_normalise(np.array(self.request.infer({0: pixels})[0]))
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        return np.array(self.request.infer({0: pixels})[0])
 
 
 def _open(folder: Path, backend: str, threads: int | None) -> ImageEncoder:
