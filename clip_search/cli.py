@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="local", choices=["local", "dask"], help="local: this machine; dask: partitions embedded by the workers of a Dask cluster (needs --cluster, pip install 'clip-search[dask]') (default %(default)s)")
     p.add_argument("--cluster", default=None, metavar="ADDRESS", help="Dask scheduler address for --engine dask, e.g. tcp://10.0.0.5:8786; --out, the source and the model must be at the same paths on every worker")
     p.add_argument("--partition-size", type=int, default=None, help="items per partition (one task, one shard) with --engine dask, rounded up to whole batches (default: --shard-size)")
-    p.add_argument("--backend", default=config.DEFAULT_IMAGE_BACKEND, choices=[config.AUTO_IMAGE_BACKEND, *config.IMAGE_BACKENDS], help=f"how images are encoded: torch, or an export made once and cached (onnx, onnx-int8, openvino; CPU only); auto is {config.CPU_IMAGE_BACKEND} on the CPU in float32, else torch (default %(default)s)")
+    p.add_argument("--backend", default=config.DEFAULT_IMAGE_BACKEND, choices=[config.AUTO_IMAGE_BACKEND, *config.IMAGE_BACKENDS], help=f"how images are encoded: torch, or an export made once and cached (onnx, onnx-int8, openvino; CPU only); auto is {config.CPU_IMAGE_BACKEND} on the CPU in float32, else torch, and an update keeps the store's (default %(default)s)")
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("search", help="search a store by text and/or image")

@@ -13,16 +13,14 @@ KNOWN_STUDENTS: dict[str, str] = {
 
 DEFAULT_BATCH_SIZE = 32
 
-# Image-encoder backends of precompute (clip_search.vision_backends). "auto" is CPU_IMAGE_BACKEND on the CPU in
-# float32, else torch: CPU_IMAGE_BACKEND is the fastest backend that kept quality when measured (bench/backends.py,
-# bench/RESULTS.md). Both the command line and `precompute()` default to torch for now: a store records no backend
-# yet, so an update or resume under another default would mix its vectors with a store's older ones.
+# Image-encoder backends of precompute (clip_search.vision_backends). "auto", the default, is CPU_IMAGE_BACKEND on
+# the CPU in float32, else torch: CPU_IMAGE_BACKEND is the fastest backend that kept quality when measured
+# (bench/backends.py, bench/RESULTS.md). A store's manifest records the backend of its rows; updates keep it.
 TORCH_BACKEND, ONNX_BACKEND, ONNX_INT8_BACKEND, OPENVINO_BACKEND = "torch", "onnx", "onnx-int8", "openvino"
 IMAGE_BACKENDS: tuple[str, ...] = (TORCH_BACKEND, ONNX_BACKEND, ONNX_INT8_BACKEND, OPENVINO_BACKEND)
 AUTO_IMAGE_BACKEND = "auto"
 CPU_IMAGE_BACKEND = ONNX_INT8_BACKEND
-DEFAULT_IMAGE_BACKEND = TORCH_BACKEND  # the command line's
-LIBRARY_IMAGE_BACKEND = TORCH_BACKEND  # precompute()'s
+DEFAULT_IMAGE_BACKEND = AUTO_IMAGE_BACKEND
 DEFAULT_TEXT_BATCH_SIZE = 64
 DEFAULT_TOP_K = 12
 DEFAULT_SHARD_SIZE = 1024  # rows per resumable shard written during precompute

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_search.classify import embed_labels, zero_shot_probabilities
-from clip_search.config import LIBRARY_IMAGE_BACKEND
+from clip_search.config import TORCH_BACKEND
 from clip_search.demo.captions import LANGUAGES, label_prompts, label_values, query_text
 from clip_search.demo.scenes import EVAL_SEED, Query, Scene, generate_scenes, render, truth_matrix
 from clip_search.engine import SearchEngine
@@ -88,9 +88,10 @@ def evaluate(
     languages: Sequence[str] = LANGUAGES,
     image_size: int = 64,
     device: str | None = None,
-    backend: str = LIBRARY_IMAGE_BACKEND,
+    backend: str = TORCH_BACKEND,
 ) -> EvalReport:
-    """Measure the demo models on `scenes` held-out scenes (seed disjoint from training)."""
+    """Measure the demo models on `scenes` held-out scenes (seed disjoint from training); images are encoded by
+    torch fp32 unless `backend` says otherwise (bench/backends.py compares each backend's figures to it)."""
     gallery = generate_scenes(scenes, seed)
     with tempfile.TemporaryDirectory(prefix="clip-search-eval-") as tmp:
         images, store_dir = Path(tmp) / "images", Path(tmp) / "store"
