@@ -179,12 +179,16 @@ def cmd_stages(args: argparse.Namespace) -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         fns = encoders(clip, extra=False)
         pixels = clip.preprocess([Image.open(p).convert("RGB") for p in paths[: args.model_images]])
-        rates = {name: statistics.median(r) for name, r in model_only(fns, pixels, args.batch_size, 2).items()}
+        models: dict[str, list[float]] = {name: [] for name in fns}
         ends: dict[str, list[float]] = {default: [], config.TORCH_BACKEND: []}
-        for _ in range(args.rounds):
+        for _ in range(args.rounds):  # interleaved: model only (every backend), then end to end, each round
+            for name, r in model_only(fns, pixels, args.batch_size, 1).items():
+                models[name] += r
             for backend in ends:
                 report = precompute(str(folder), Path(tmp) / f"store-{backend}", model=str(model), text_model=None, batch_size=args.batch_size, progress=False, overwrite=True, backend=backend)
                 ends[backend].append(report.images_per_second)
+            print(f"  round: model only {', '.join(f'{n} {r[-1]:.2f}' for n, r in models.items())}; end to end {', '.join(f'{n} {r[-1]:.2f}' for n, r in ends.items())} img/s; load {os.getloadavg()[0]:.1f}", flush=True)
+        rates = {name: statistics.median(r) for name, r in models.items()}
         start = time.perf_counter()
         with torch.inference_mode():
             for p in paths[: args.naive_images]:

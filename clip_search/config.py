@@ -21,6 +21,10 @@ IMAGE_BACKENDS: tuple[str, ...] = (TORCH_BACKEND, ONNX_BACKEND, ONNX_INT8_BACKEN
 AUTO_IMAGE_BACKEND = "auto"
 CPU_IMAGE_BACKEND = ONNX_INT8_BACKEND
 DEFAULT_IMAGE_BACKEND = AUTO_IMAGE_BACKEND
+# ONNX Runtime's intra-op threads spin while they wait for work by default. On a machine whose cores are shared
+# (precompute's decoding workers, the app's HTTP threads, other processes) spinning threads take the cores the
+# others need: precompute end to end ran 1.5x faster without (bench/RESULTS.md, "Image-encoder backends").
+ORT_SPIN_THREADS = False
 DEFAULT_TEXT_BATCH_SIZE = 64
 DEFAULT_TOP_K = 12
 DEFAULT_SHARD_SIZE = 1024  # rows per resumable shard written during precompute
