@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -304,3 +306,13 @@ def test_a_shard_of_only_bad_files_does_not_break_the_join(tmp_path: Path, tiny_
     store = EmbeddingStore.open(tmp_path / "store")
     assert [r["id"] for r in store.rows(range(3))] == ["c.png", "d.png", "e.png"]
     assert [row["id"] for row in read_jsonl(tmp_path / "store" / "skipped.jsonl")] == ["a-broken.jpg", "b-empty.png"]
+
+
+def test_progress_shows_rate_skips_and_where_the_time_goes(photo_dir: Path, tiny_clip: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_dir, folder)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    precompute(str(folder), tmp_path / "store", model=str(tiny_clip), text_model=None, batch_size=4, num_workers=0, progress=True)
+    line = capfd.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert re.search(r"precompute: 100%.*17/17 .*img/s", line), line
+    assert re.search(r"skipped=1, stages=wait for decode \d+% · encode \d+% · write \d+%", line), line
