@@ -84,6 +84,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from clip_search.decode import decode_image
     from clip_search.engine import SearchEngine
     from clip_search.errors import SkipItem
+    from clip_search.relevance import STRONG
 
     if not (args.query or "").strip() and not args.image:
         raise QueryError("the query is empty: give QUERY text, or --image PATH")
@@ -97,23 +98,38 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.labels is not None and not labels:
         raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
     engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory), text_backend=args.text_backend)
-    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or ())
+    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), min_score=args.threshold)
     if args.json:
         payload = [
-            {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "image": h.image, "caption": h.caption, "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels]}
+            {
+                "rank": h.rank, "id": h.id, "score": round(h.score, 6), "relevance": h.relevance, "band": h.band, "image": h.image, "caption": h.caption,
+                "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels],
+            }
             for h in result.hits
         ]
         print(json.dumps(payload, ensure_ascii=False, indent=2, allow_nan=False))
         return 0
+    if not any(h.band == STRONG for h in result.hits):
+        print("no strong matches" + (" — closest results:" if result.hits else f" above --threshold {args.threshold}"))
     for h in result.hits:
         labels_text = ", ".join(f"{l} {p:.0%}" for l, p in h.labels)
-        print(f"{h.rank:>3}  {h.score:.4f}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
+        print(f"{h.rank:>3}  {h.score:.4f}  {h.relevance:>4.0%} {h.band:<6}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
     return 0
 
 
 def printable(text: str) -> str:
     """`text` on one terminal line: control characters (newlines, escapes) shown as backslash escapes."""
     return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _threshold(text: str) -> float | str:
+    """--threshold: 'auto' or a relevance from 0 to 1 (argparse shows a bad one in one line)."""
+    from clip_search.relevance import parse_min_score
+
+    try:
+        return parse_min_score(text.strip().lower() if text.strip().lower() == "auto" else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number from 0 to 1, got {text!r}") from None
 
 
 def _bytes(text: str | None) -> int | None:
@@ -254,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="search exactly, even where the store has an approximate index")
     p.add_argument("--max-memory", default=None, help="memory exact search may keep, e.g. 2G (default: a float32 copy when it fits in 2 GiB; else chunks)")
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--threshold", default=None, type=_threshold, metavar="auto|FLOAT", help="keep only results of at least this relevance (0 to 1, how far a result stands out from the store for this query), or 'auto': strong and weak matches (default: every result)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (with each result's relevance and band)")
     _add_text_backend(p)
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)

@@ -53,6 +53,13 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 DEFAULT_TOP_LABELS = 3
 
+# Relevance (clip_search.relevance): a hit's score as a z-score over the query's scores on a sample of the store,
+# relative to the query's best hit. Cutoffs chosen on the demo world (`clip-search eval`, README).
+RELEVANCE_SAMPLE_ROWS = 4096  # store rows a query's score distribution is taken over (all rows of a smaller store)
+RELEVANCE_STRONG = 0.85  # relevance from which a hit is a strong match
+RELEVANCE_WEAK = 0.7  # relevance from which a hit is a weak match (below: none)
+RELEVANCE_MIN_TOP_Z = 2.0  # a query whose best hit is less than this many std above its mean over the store has no strong match
+
 # URL sources: first retry waits this long, each later one twice as long (capped at 2 s).
 DOWNLOAD_BACKOFF_S = 0.25
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +20,7 @@ from clip_search.classify import embed_labels, zero_shot_probabilities
 from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS
 from clip_search.errors import ClipSearchError, QueryError, StoreError
 from clip_search.filters import Condition, parse_conditions, row_mask
+from clip_search.relevance import RelevanceScale, kept, parse_min_score, sample_rows
 from clip_search.search import DEFAULT_NEGATIVE_WEIGHT, combine_query
 from clip_search.store import EmbeddingStore, same_model
 
@@ -48,7 +49,10 @@ class TextEncoder(Protocol):
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: where it is in the store, how well it matched, and its top zero-shot labels."""
+    """One result: where it is in the store, how well it matched, and its top zero-shot labels.
+
+    `score` is the raw cosine; `relevance` (0..1) and `band` ("strong", "weak", "none") say how it stands out
+    from the store for this query (clip_search.relevance)."""
 
     rank: int
     row: int
@@ -58,6 +62,8 @@ class Hit:
     caption: str | None
     metadata: dict[str, Any]
     labels: tuple[tuple[str, float], ...] = ()
+    band: str | None = None
+    relevance: float | None = None
 
 
 @dataclass
@@ -83,6 +89,7 @@ class Query:
     templates: Sequence[str] = DEFAULT_TEMPLATES
     top_labels: int = DEFAULT_TOP_LABELS
     negative_weight: float = DEFAULT_NEGATIVE_WEIGHT
+    min_score: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class SearchEngine:
         self.multilingual = multilingual if multilingual is not None else text_encoder is not self._clip
         self.index: Index = index if index is not None else ExactIndex(store.embeddings)
         self._label_cache = lru_cache(maxsize=64)(self._embed_labels)
+        self._relevance_scale: RelevanceScale | None = None
         self._mask_cache = lru_cache(maxsize=32)(self._mask)
 
     @property
@@ -131,6 +139,13 @@ class SearchEngine:
             self.store.check_encoder(clip.dim, f"CLIP model {clip.model_id}")
             self._clip = clip
         return self._clip
+
+    @property
+    def relevance_scale(self) -> RelevanceScale:
+        """The store's sample of rows that each query's scores are calibrated against (read on first use)."""
+        if self._relevance_scale is None:
+            self._relevance_scale = RelevanceScale(self.store.vectors(sample_rows(len(self.store))))
+        return self._relevance_scale
 
     @property
     def logit_scale(self) -> float:
@@ -226,11 +241,16 @@ class SearchEngine:
         templates: Sequence[str] = DEFAULT_TEMPLATES,
         top_labels: int = DEFAULT_TOP_LABELS,
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        min_score: float | str | None = None,
     ) -> SearchResult:
         """The best `top_k` images for a text and/or image query, pushed away from `negative`, among the rows that
-        pass every `where` condition, classified on `labels`."""
+        pass every `where` condition, classified on `labels`.
+
+        Every hit carries its relevance and band; `min_score` keeps only hits of at least that relevance (0..1),
+        or with "auto" those whose band is strong or weak (None keeps all `top_k`)."""
         if top_k < 1:
             raise QueryError(f"top_k must be at least 1, got {top_k}")
+        min_score = _min_score(min_score)
         t0 = time.perf_counter()
         allowed = self._mask_cache(parse_conditions(where)) if where else None
         positives = []
@@ -247,7 +267,7 @@ class SearchEngine:
         keep = found[0] >= 0
         t2 = time.perf_counter()
         timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
-        return self._result(found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings)
+        return self._result(query, found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings, min_score)
 
     def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
         """Many searches at once, each answered as `search` would answer it alone: its result, or the
@@ -266,6 +286,7 @@ class SearchEngine:
             try:
                 if q.top_k < 1:
                     raise QueryError(f"top_k must be at least 1, got {q.top_k}")
+                _min_score(q.min_score)
                 conditions = parse_conditions(q.where) if q.where else ()
                 if conditions:
                     self._mask_cache(conditions)  # an unknown column fails this request alone, here
@@ -306,7 +327,7 @@ class SearchEngine:
         for i, *_ in planned:
             q = queries[i]
             try:
-                out[i] = self._result(*found[i], q.labels, q.templates, q.top_labels, shared)
+                out[i] = self._result(vectors[i], *found[i], q.labels, q.templates, q.top_labels, shared, _min_score(q.min_score))
             except ClipSearchError as exc:
                 out[i] = exc
         return out  # type: ignore[return-value]
@@ -341,16 +362,27 @@ class SearchEngine:
             raise QueryError(f"no row {row}: the store holds rows 0 to {len(self.store) - 1}")
         return self.store.rows([row])[0]
 
-    def _result(self, rows: np.ndarray, scores: np.ndarray, labels: Sequence[str], templates: Sequence[str], top_labels: int, timings: dict[str, float]) -> SearchResult:
-        """The hits of found rows, classified on `labels` (the stored vectors, no re-encoding)."""
+    def _result(
+        self, query: np.ndarray, rows: np.ndarray, scores: np.ndarray, labels: Sequence[str], templates: Sequence[str], top_labels: int,
+        timings: dict[str, float], min_score: float | str | None = None,
+    ) -> SearchResult:
+        """The hits of found rows with their relevance, those below `min_score` dropped, classified on `labels`
+        (the stored vectors, no re-encoding)."""
         started = time.perf_counter()
+        assessment = self.relevance_scale.assess(query, scores)
+        keep = kept(assessment, min_score)
+        rows, scores = rows[keep], scores[keep]
+        relevance, bands = assessment.relevance[keep], [b for b, k in zip(assessment.bands, keep) if k]
         probabilities = None
         if labels and len(rows):
             label_vectors = self._label_cache(tuple(labels), tuple(templates))
             probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
         classified = {**timings, "classify": 1e3 * (time.perf_counter() - started)}
         hits = [
-            self._hit(rank, int(row), float(score), meta, labels, None if probabilities is None else probabilities[rank], top_labels)
+            replace(
+                self._hit(rank, int(row), float(score), meta, labels, None if probabilities is None else probabilities[rank], top_labels),
+                band=bands[rank], relevance=round(float(relevance[rank]), 4),
+            )
             for rank, (row, score, meta) in enumerate(zip(rows, scores, self.store.rows(rows)))
         ]
         return SearchResult(hits, list(labels), probabilities, classified)
@@ -369,3 +401,11 @@ class SearchEngine:
             ranked = tuple((labels[i], float(probs[i])) for i in order)
         shown = {k: v for k, v in meta.items() if k not in HIDDEN_COLUMNS}
         return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked)
+
+
+def _min_score(value: float | str | None) -> float | str | None:
+    """A min_score checked ("auto", a relevance in 0..1, or None); a bad one is a QueryError."""
+    try:
+        return parse_min_score(value)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
