@@ -78,7 +78,7 @@ LABEL_FIT_CERTAINTY = 0.99  # no answer is more certain than this (nor less than
 # Relevance (clip_search.relevance): a hit's score as a z-score over the query's scores on a sample of the store,
 # relative to the query's best hit. Cutoffs chosen on the demo world (`clip-search eval`, README).
 RELEVANCE_SAMPLE_ROWS = 4096  # store rows a query's score distribution is taken over (all rows of a smaller store)
-RELEVANCE_STRONG = 0.85  # relevance from which a hit is a strong match
+RELEVANCE_STRONG = 0.83  # relevance from which a hit is a strong match (balances precision and recall on the demo world)
 RELEVANCE_WEAK = 0.7  # relevance from which a hit is a weak match (below: none)
 RELEVANCE_MIN_TOP_Z = 2.0  # a query whose best hit is less than this many std above its mean over the store has no strong match
 

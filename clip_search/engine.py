@@ -395,7 +395,7 @@ class SearchEngine:
         relevance, bands = assessment.relevance[keep], [b for b, k in zip(assessment.bands, keep) if k]
         probabilities = none = None
         if labels and len(rows):
-            label_vectors = self._label_cache(tuple(labels), None if templates is None else tuple(templates))
+            label_vectors = self.label_vectors(labels, templates)
             if open_set:
                 answer = open_set_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale, self.relevance_scale.sample)
                 probabilities, none = answer.probabilities, answer.none
@@ -415,6 +415,10 @@ class SearchEngine:
 
     def _mask(self, conditions: tuple[Condition, ...]) -> np.ndarray:
         return row_mask(self.store.metadata, conditions)
+
+    def label_vectors(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+        """One unit vector per label, embedded as `search` embeds them (cached): in `templates`, else by default."""
+        return self._label_cache(tuple(labels), None if templates is None else tuple(templates))
 
     def _embed_labels(self, labels: tuple[str, ...], templates: tuple[str, ...] | None) -> np.ndarray:
         if templates is not None:
