@@ -76,7 +76,23 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         + (f", resumed after {report.resumed_from}" if report.resumed_from else "")
         + (f", {report.partitions} partitions on the cluster" if report.partitions else "")
     )
+    print(_query_languages(report.text_model, args.model))
     return 0
+
+
+def _query_languages(student: str | None, model: str) -> str:
+    """The line saying which languages a new store answers queries in."""
+    from clip_search.distill import student_languages
+
+    if student is None:
+        return (
+            f"queries: English (CLIP's own text encoder); no multilingual student is known for {model}: "
+            "pass --text-model with one (e.g. made by `clip-search distill`) for queries in other languages"
+        )
+    languages = student_languages(student)
+    if languages is None:
+        return f"queries: the languages of the multilingual student {student}"
+    return f"queries: {', '.join(languages)} (multilingual student {student})"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -110,7 +126,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(payload, ensure_ascii=False, indent=2, allow_nan=False))
         return 0
     if not any(h.band == STRONG for h in result.hits):
-        print("no strong matches" + (" — closest results:" if result.hits else f" above --threshold {args.threshold}"))
+        print("no strong matches" + (" — closest results:" if result.hits else f" above --threshold {args.threshold}"), file=sys.stderr)
     for h in result.hits:
         labels_text = ", ".join(f"{l} {p:.0%}" for l, p in h.labels)
         print(f"{h.rank:>3}  {h.score:.4f}  {h.relevance:>4.0%} {h.band:<6}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
@@ -245,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="store folder to write")
     _add_model_options(p, model_default=config.DEFAULT_MODEL)
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
-    p.add_argument("--text-model", default="auto", help="multilingual student recorded for queries: hub id or folder, 'auto' (the known one for --model) or 'none'")
+    p.add_argument("--text-model", default="auto", help="multilingual student recorded for queries: hub id or folder, 'auto' (the known one for --model) or 'none' (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="images per model call (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: half the cores; 8 for URL lists)")
     p.add_argument("--shard-size", type=int, default=config.DEFAULT_SHARD_SIZE, help="items per resumable shard (default %(default)s)")
@@ -299,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="measure retrieval quality on held-out demo scenes (precision@k per language, zero-shot accuracy)")
     p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP to evaluate (default: the demo CLIP)")
     p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student to evaluate, or 'none' (default: the demo student)")
-    p.add_argument("--scenes", type=int, default=2000, help="held-out scenes in the gallery")
-    p.add_argument("--device", default=None)
+    p.add_argument("--scenes", type=int, default=2000, help="held-out scenes in the gallery (default %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -308,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(config.DEMO_CLIP), help="where to save it (default: models/demo-clip)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: TrainConfig.steps)")
     p.add_argument("--scenes", type=int, default=None, help="training scenes generated (default: TrainConfig.scenes)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=None, help="seed of the scenes and the initialisation (default: TrainConfig.seed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_demo)
     return parser
 
