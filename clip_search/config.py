@@ -85,6 +85,10 @@ RELEVANCE_MIN_TOP_Z = 2.0  # a query whose best hit is less than this many std a
 # URL sources: first retry waits this long, each later one twice as long (capped at 2 s).
 DOWNLOAD_BACKOFF_S = 0.25
 
+# A hub model id is checked once before loading (clip_search.hub): tries after the first, and each one's timeout.
+HUB_CHECK_RETRIES = 2
+HUB_CHECK_TIMEOUT_S = 5.0
+
 # Web app (clip_search.ui).
 APP_TITLE = "clip-search: find images by describing them"
 APP_HOST = "127.0.0.1"

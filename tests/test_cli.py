@@ -177,3 +177,22 @@ def test_precompute_says_which_query_languages_the_store_supports(tmp_path: Path
     assert student.returncode == 0, student.stderr
     assert f"queries: en, de, es, fr, ru, zh (multilingual student {config.DEMO_STUDENT})" in student.stdout
 
+
+def test_an_unreachable_hub_fails_in_one_line_after_bounded_tries(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a loopback port nobody listens on: the hub is "down", nothing leaves the machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_DISABLE_TELEMETRY": "1", "CLIP_SEARCH_CACHE": str(tmp_path / "cache")}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "clip_search.cli", "precompute", str(config.DEMO_STORE / "images"), "--out", str(tmp_path / "s"), "--model", "no-such-org/no-such-clip"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot reach the Hugging Face hub at http://127.0.0.1:{port} to fetch CLIP model 'no-such-org/no-such-clip'" in result.stderr
+    assert "3 tries): pass a local model folder" in result.stderr and "Retrying" not in result.stderr
+    assert time.perf_counter() - started < 120  # the libraries' own retries took minutes on a loaded machine
+
