@@ -143,7 +143,7 @@ def _threshold(text: str) -> float | str:
     from clip_search.relevance import parse_min_score
 
     try:
-        return parse_min_score(text.strip().lower() if text.strip().lower() == "auto" else text)
+        return parse_min_score(text.strip().lower())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number from 0 to 1, got {text!r}") from None
 
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_distill_parser(sub)
 
-    p = sub.add_parser("eval", help="measure retrieval quality on held-out demo scenes (precision@k per language, zero-shot accuracy)")
+    p = sub.add_parser("eval", help="measure quality on held-out demo scenes, per language: precision@k, zero-shot accuracy, the relevance signal")
     p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP to evaluate (default: the demo CLIP)")
     p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student to evaluate, or 'none' (default: the demo student)")
     p.add_argument("--scenes", type=int, default=2000, help="held-out scenes in the gallery (default %(default)s)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -405,10 +405,7 @@ class SearchEngine:
         result = SearchResult([], list(labels), probabilities, classified, none)
         table = result.label_table
         result.hits = [
-            replace(
-                self._hit(rank, int(row), float(score), meta, result.label_columns, None if table is None else table[rank], top_labels),
-                band=bands[rank], relevance=round(float(relevance[rank]), 4),
-            )
+            self._hit(rank, int(row), float(score), meta, result.label_columns, None if table is None else table[rank], top_labels, bands[rank], float(relevance[rank]))
             for rank, (row, score, meta) in enumerate(zip(rows, scores, self.store.rows(rows)))
         ]
         return result
@@ -427,14 +424,16 @@ class SearchEngine:
             return embed_labels(labels, self.text_encoder.encode_texts, DEFAULT_TEMPLATES)
         return embed_prompts(label_prompts(labels, labels_language(labels)), self.text_encoder.encode_texts)
 
-    def _hit(self, rank: int, row: int, score: float, meta: dict[str, Any], labels: Sequence[str], probs: np.ndarray | None, top_labels: int) -> Hit:
+    def _hit(
+        self, rank: int, row: int, score: float, meta: dict[str, Any], labels: Sequence[str], probs: np.ndarray | None, top_labels: int, band: str, relevance: float,
+    ) -> Hit:
         caption = next((str(meta[c]) for c in CAPTION_COLUMNS if meta.get(c)), None)
         ranked: tuple[tuple[str, float], ...] = ()
         if probs is not None:
             order = np.argsort(-probs, kind="stable")[:top_labels]
             ranked = tuple((labels[i], float(probs[i])) for i in order)
         shown = {k: v for k, v in meta.items() if k not in HIDDEN_COLUMNS}
-        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked)
+        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked, band, round(relevance, 4))
 
 
 def _min_score(value: float | str | None) -> float | str | None:
