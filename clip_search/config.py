@@ -34,6 +34,13 @@ STORE_DTYPE = "float16"
 STORE_NORM_TOLERANCE = 0.01  # a stored row's length may differ from 1 by this much (float16 rounding is far less)
 STORE_CHECK_CHUNK_ROWS = 16_384  # rows read at a time when a store is checked on open
 
+# Exact search (clip_search.index.exact): a float32 copy of the matrix only when it fits in EXACT_MAX_MEMORY
+# bytes (--max-memory), else the float16 matrix read EXACT_CHUNK_ROWS rows at a time; up to
+# EXACT_FP16_SCAN_QUERIES queries scan the chunks as float16 (faiss), more convert each chunk once for a GEMM.
+EXACT_MAX_MEMORY = 2 * 1024**3
+EXACT_CHUNK_ROWS = 32_768
+EXACT_FP16_SCAN_QUERIES = 4
+
 # Decoding: images larger than this many pixels are refused (decompression bombs).
 MAX_IMAGE_PIXELS = 64_000_000
 

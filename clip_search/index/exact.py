@@ -10,13 +10,11 @@ from typing import Protocol
 
 import numpy as np
 
+from clip_search.config import EXACT_CHUNK_ROWS, EXACT_FP16_SCAN_QUERIES, EXACT_MAX_MEMORY
 from clip_search.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MEMORY = 2 * 1024**3  # bytes: keep a float32 copy of the matrix only when it fits in this
-DEFAULT_CHUNK_ROWS = 32_768  # rows scored at a time when the matrix is read chunk by chunk
-FEW_QUERIES = 4  # up to this many queries, chunks are scanned as float16 by faiss; more: converted once, then GEMM
 
 
 class IndexFileError(StoreError):
@@ -123,10 +121,10 @@ class ExactIndex:
 
     kind = "exact"
 
-    def __init__(self, embeddings: np.ndarray, *, max_memory: int | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+    def __init__(self, embeddings: np.ndarray, *, max_memory: int | None = None, chunk_rows: int = EXACT_CHUNK_ROWS) -> None:
         self.embeddings = embeddings
         self.chunk_rows = max(1, int(chunk_rows))
-        self.max_memory = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
+        self.max_memory = EXACT_MAX_MEMORY if max_memory is None else int(max_memory)
         n, d = embeddings.shape
         self.matrix: np.ndarray | None = None
         if n * d * 4 <= self.max_memory:
@@ -155,7 +153,7 @@ class ExactIndex:
             return empty_result(len(queries), k)
         if self.matrix is not None:
             return self._search_matrix(self.matrix, 0, queries, k, allowed)
-        if len(queries) <= FEW_QUERIES and self.embeddings.dtype == np.float16:
+        if len(queries) <= EXACT_FP16_SCAN_QUERIES and self.embeddings.dtype == np.float16:
             with self._lock:
                 return self._search_fp16(queries, k, allowed)
         return self._search_chunks(queries, k, allowed)
