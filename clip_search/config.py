@@ -127,3 +127,18 @@ def default_cache_dir() -> Path:
     if os.environ.get("CLIP_SEARCH_CACHE"):
         return Path(os.environ["CLIP_SEARCH_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "clip-search"
+
+# Classifiers trained on a store (clip_search.classifier): a shared trunk and one head per task over CLIP image
+# embeddings, or CLIP's vision tower fine-tuned under them.
+CLASSIFIER_HIDDEN = 256  # trunk width (0: heads straight on the embedding)
+CLASSIFIER_DROPOUT = 0.1
+CLASSIFIER_LR = 1e-3  # trunk and heads
+CLASSIFIER_BACKBONE_LR = 1e-4  # the vision tower when fine-tuned (its top block; lower ones decay from it)
+CLASSIFIER_WEIGHT_DECAY = 0.01  # AdamW; never on biases and norms
+CLASSIFIER_BATCH_SIZE = 64
+CLASSIFIER_MAX_EPOCHS = 200
+CLASSIFIER_PATIENCE = 15  # epochs without a lower validation loss before training stops
+CLASSIFIER_VAL_FRACTION = 0.2
+CLASSIFIER_TEST_FRACTION = 0.2
+CLASSIFIER_SEED = 0
+CLASSIFIER_MULTILABEL_THRESHOLD = 0.5  # a multi-label task predicts every label whose probability reaches this
