@@ -211,11 +211,18 @@ class Classifier:
         return self._vision
 
 
-def assigned_labels(task: Task, probabilities: np.ndarray) -> tuple[str, ...]:
-    """The labels a task assigns from one row's probabilities: the most probable one, or every one over the threshold."""
+def assigned_matrix(task: Task, probabilities: np.ndarray) -> np.ndarray:
+    """Rows × labels, true where the task assigns the label: the most probable one, or every one over the threshold."""
     if task.multilabel:
-        return tuple(task.labels[i] for i in np.flatnonzero(probabilities >= CLASSIFIER_MULTILABEL_THRESHOLD))
-    return (task.labels[int(np.argmax(probabilities))],)
+        return probabilities >= CLASSIFIER_MULTILABEL_THRESHOLD
+    out = np.zeros(probabilities.shape, dtype=bool)
+    out[np.arange(len(probabilities)), probabilities.argmax(axis=1)] = True
+    return out
+
+
+def assigned_labels(task: Task, probabilities: np.ndarray) -> tuple[str, ...]:
+    """The labels a task assigns from one row's probabilities (see `assigned_matrix`)."""
+    return tuple(label for label, on in zip(task.labels, assigned_matrix(task, probabilities[None, :])[0]) if on)
 
 
 def _download(repo_id: str, revision: str | None) -> Path:

@@ -3,7 +3,6 @@ card, loading it, refusing another CLIP's store, predicting without re-encoding,
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -21,26 +20,11 @@ from clip_search.store import EmbeddingStore
 QUICK = TrainSettings(max_epochs=20, patience=20, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
 
-def write_labels(store: Path, out: Path) -> Path:
-    """A labels CSV for the store's photos: colour and shape from their file names, a multi-label 'warm' tag."""
-    rows = []
-    for meta in EmbeddingStore.open(store).rows(range(16)):
-        colour, shape = Path(meta["id"]).stem.split("-")
-        tags = "|".join(t for t, on in (("warm", colour in ("red", "yellow")), ("round", shape == "circle")) if on)
-        rows.append({"id": meta["id"], "colour": colour, "shape": shape, "tags": tags})
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["id", "colour", "shape", "tags"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
-
-
 @pytest.fixture(scope="module")
-def trained(folder_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(folder_store: Path, folder_store_labels: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A three-task classifier (multi-class, binary, multi-label) trained heads-only on the tiny store."""
-    root = tmp_path_factory.mktemp("classifier")
-    labels = write_labels(folder_store, root / "labels.csv")
-    out = root / "clf"
+    labels = folder_store_labels
+    out = tmp_path_factory.mktemp("classifier") / "clf"
     train_classifier(folder_store, ["colour:colour", "shape:shape", "tags:tags"], out, settings=QUICK, labels_file=labels)
     return out, labels
 
