@@ -154,7 +154,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from clip_search.ui import launch_app
 
-    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, text_backend=args.text_backend, host=args.host, port=args.port, share=args.share)
+    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, text_backend=args.text_backend, host=args.host, port=args.port, share=args.share, classifiers=tuple(args.classifier or ()))
     return 0
 
 
@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=config.APP_HOST, help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=config.APP_PORT, help="port to listen on (default %(default)s)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    p.add_argument("--classifier", action="append", metavar="DIR", help="a trained classifier (folder or hub repo) whose labels the tiles show and the page filters by (repeatable)")
     _add_text_backend(p)
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
     _add_model_options(p, model_default=None)

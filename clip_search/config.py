@@ -72,6 +72,7 @@ APP_SEARCH_TIMEOUT_S = 60.0  # a search not answered by then is given up with a 
 APP_STATE_SESSIONS = 100  # Gradio sessions kept in memory (every API call is one; the page keeps no state in them)
 APP_API_MAX_BODY_BYTES = 256_000  # a JSON API request body larger than this is refused (413) before it is read
 APP_MAX_CONDITIONS = 16  # metadata conditions ("where") per search
+APP_MAX_LABELLED = 10_000  # results one session may label for export (the labels file of train-classifier --labels)
 APP_IMAGE_MAX_AGE_S = 3600  # how long a browser may cache a result image (its URL names the store's revision)
 # Example prompts shown under the query box, one per language: en, de, fr, es, ru, zh, ja.
 APP_EXAMPLE_QUERIES: tuple[str, ...] = (

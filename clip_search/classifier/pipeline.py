@@ -18,10 +18,10 @@ from clip_search.classifier.card import CARD, model_card, validate_card
 from clip_search.classifier.evaluation import Evaluation, evaluate_probabilities, write_plots, zero_shot_labels, zero_shot_probabilities
 from clip_search.classifier.freezing import FreezePlan, TrainableSummary, apply_freeze
 from clip_search.classifier.model import MultiTaskHeads, VisionClassifier
-from clip_search.classifier.repo import CONFIG, METRICS, SPLIT, WEIGHTS, ClassifierConfig
+from clip_search.classifier.repo import CONFIG, METRICS, SPLIT, WEIGHTS, ClassifierConfig, read_images
 from clip_search.classifier.tasks import Targets, TaskSpec, detect_task, encode_targets, label_columns, read_labels_file
 from clip_search.classifier.training import FINETUNE, FitReport, Split, TrainSettings, fit, predict_logits, stratified_split
-from clip_search.errors import ClipSearchError, SkipItem
+from clip_search.errors import ClipSearchError
 from clip_search.store import EmbeddingStore, ModelRef, portable_ref
 
 log = logging.getLogger(__name__)
@@ -145,12 +145,7 @@ def _check_out(out: Path) -> None:
 
 def _pixels(store: EmbeddingStore, rows: np.ndarray, clip: Any) -> torch.Tensor:
     """The rows' images, decoded and preprocessed once by the CLIP's processor (fine-tuning reads them every epoch)."""
-    images = []
-    for meta in store.rows(rows):
-        try:
-            images.append(store.open_image(meta))
-        except SkipItem as exc:
-            raise ClipSearchError(f"fine-tuning reads the images, and row {meta.get('id')!r}'s cannot be read: {exc}") from None
+    images = read_images(store, rows, "fine-tuning reads the images")
     return torch.cat([clip.preprocess(images[i : i + 256]) for i in range(0, len(images), 256)]).float()
 
 

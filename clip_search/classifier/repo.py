@@ -185,15 +185,8 @@ class Classifier:
         """Embeddings of the rows' images by this classifier's fine-tuned vision tower."""
         import torch
 
-        from clip_search.errors import SkipItem
-
         vision, processor = self._vision_tower()
-        images = []
-        for meta in store.rows(rows):
-            try:
-                images.append(store.open_image(meta))
-            except SkipItem as exc:
-                raise StoreError(f"the classifier {self.root} re-encodes images (its vision tower was fine-tuned), and row {meta.get('id')!r}'s cannot be read: {exc}") from None
+        images = read_images(store, rows, f"the classifier {self.root} re-encodes images (its vision tower was fine-tuned)")
         with torch.inference_mode():
             pixels = processor(images=images, return_tensors="pt")["pixel_values"]
             out = vision(pixel_values=pixels).image_embeds
@@ -209,6 +202,19 @@ class Classifier:
             model.load_state_dict(state)
             self._vision = (model.eval(), AutoImageProcessor.from_pretrained(self.root))
         return self._vision
+
+
+def read_images(store: EmbeddingStore, rows: Sequence[int] | np.ndarray, why: str) -> list[Any]:
+    """The rows' images, decoded as RGB; one that cannot be read is a StoreError saying `why` it was needed."""
+    from clip_search.errors import SkipItem
+
+    images = []
+    for meta in store.rows(rows):
+        try:
+            images.append(store.open_image(meta))
+        except SkipItem as exc:
+            raise StoreError(f"{why}, and row {meta.get('id')!r}'s image cannot be read: {exc}") from None
+    return images
 
 
 def assigned_matrix(task: Task, probabilities: np.ndarray) -> np.ndarray:
