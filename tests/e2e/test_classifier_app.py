@@ -94,3 +94,16 @@ def test_label_results_and_export_the_labels_file_in_the_browser(served: tuple[S
     assert text.splitlines()[0] == "id,label"
     assert read_labels_file(saved) == {selected: {"id": selected, "label": "keep"}}
     assert selected in {str(i) for i in engine.store.metadata.column("id").to_pylist()}
+
+
+def test_the_pages_label_filter_is_a_search_input(served: tuple[SearchEngine, str], tmp_path: Path) -> None:
+    from gradio_client import Client
+
+    engine, url = served
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    gallery, _, status = client.predict("a red circle", "", None, 16, "", ["colour=red"], api_name="/search")
+    assert "results for" in status
+    captions = [item["caption"] for item in gallery]
+    assert captions and all("colour: red " in caption for caption in captions)
+    everything, _, _ = client.predict("a red circle", "", None, 16, "", [], api_name="/search")
+    assert len(everything) == 16 and len(captions) == sum("colour: red " in item["caption"] for item in everything)
