@@ -101,7 +101,7 @@ def train_classifier(
         from clip_search.clip_model import ClipEncoder
 
         clip = ClipEncoder.load(store.model_path(), revision=store.manifest.model.revision, device=device, dtype="float32")
-        model: torch.nn.Module = VisionClassifier(clip.model.vision_model, clip.model.visual_projection, heads)
+        model: torch.nn.Module = VisionClassifier(clip.model.vision_model, clip.model.visual_projection, heads).to(clip.device)
         inputs = _pixels(store, labelled, clip)
     else:
         model = heads

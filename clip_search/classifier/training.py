@@ -153,7 +153,8 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: Sequence[Targets], spli
     `patience` epochs without improvement; the model ends holding the kept epoch's weights."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    weights = [loss_weights(t, split.train) for t in targets]
+    device = next(model.parameters()).device
+    weights = [loss_weights(t, split.train).to(device) for t in targets]
     optimizer = torch.optim.AdamW(optimiser_groups(model, settings))
     report = FitReport()
     best, best_state, waited = float("inf"), None, 0
@@ -164,7 +165,7 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: Sequence[Targets], spli
         counts: dict[str, int] = {}
         for batch in train_rows[torch.randperm(len(train_rows), generator=generator)].split(settings.batch_size):
             rows = batch.numpy()
-            logits = model(inputs[batch])
+            logits = model(inputs[batch].to(device))
             losses = batch_losses(logits, targets, weights, rows)
             if not losses:
                 continue
@@ -197,8 +198,9 @@ def batch_losses(logits: dict[str, torch.Tensor], targets: Sequence[Targets], we
     for t, w in zip(targets, weights):
         keep = t.labelled[rows]
         if keep.any():
-            target = torch.as_tensor(t.values[rows[keep]])
-            losses[t.task.name] = task_loss(t.task, logits[t.task.name][torch.as_tensor(keep)], target, w)
+            logit = logits[t.task.name]
+            target = torch.as_tensor(t.values[rows[keep]]).to(logit.device)
+            losses[t.task.name] = task_loss(t.task, logit[torch.as_tensor(keep).to(logit.device)], target, w)
     return losses
 
 
@@ -207,15 +209,17 @@ def evaluate_loss(model: nn.Module, inputs: torch.Tensor, targets: Sequence[Targ
     """Mean loss per task over `rows` (weighted as in training), the model in eval mode."""
     model.eval()
     logits = predict_logits(model, inputs, rows, batch_size)
-    return {name: float(value) for name, value in batch_losses(logits, targets, weights, rows).items()} if len(rows) else {}
+    cpu_weights = [w.cpu() for w in weights]
+    return {name: float(value) for name, value in batch_losses(logits, targets, cpu_weights, rows).items()} if len(rows) else {}
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, rows: np.ndarray, batch_size: int) -> dict[str, torch.Tensor]:
-    """The model's logits by task for `rows` of `inputs`, in batches."""
+    """The model's logits by task for `rows` of `inputs`, in batches, on the CPU."""
     model.eval()
+    device = next(model.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {}
     for batch in torch.as_tensor(rows, dtype=torch.long).split(batch_size):
-        for name, value in model(inputs[batch]).items():
-            parts.setdefault(name, []).append(value)
+        for name, value in model(inputs[batch].to(device)).items():
+            parts.setdefault(name, []).append(value.cpu())
     return {name: torch.cat(values) for name, values in parts.items()}
