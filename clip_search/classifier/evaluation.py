@@ -103,7 +103,7 @@ def evaluate_classifier(classifier_dir: str | Path, store_path: str | Path, *, l
     ids = [str(i) for i in store.metadata.column("id").to_pylist()]
     specs = [TaskSpec(t.name, t.column, t.kind) for t in classifier.tasks]
     wanted = {t.column for t in classifier.tasks}
-    metadata = {c: store.metadata.column(c).to_pylist() for c in store.columns if c in wanted}
+    metadata = {c: store.metadata.column(c).to_pylist() if c in wanted else [] for c in store.columns}  # only label columns read
     columns = label_columns(specs, ids, metadata, read_labels_file(labels_file) if labels_file else None)
     targets = [encode_targets(t, columns[t.name]) for t in classifier.tasks]
     labelled = np.flatnonzero(np.any([t.labelled for t in targets], axis=0))

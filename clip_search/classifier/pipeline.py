@@ -82,7 +82,7 @@ def train_classifier(
     store = EmbeddingStore.open(store_path)
     ids = [str(i) for i in store.metadata.column("id").to_pylist()]
     wanted = {s.column for s in specs}
-    metadata = {c: store.metadata.column(c).to_pylist() for c in store.columns if c in wanted or labels_file is None}
+    metadata = {c: store.metadata.column(c).to_pylist() if c in wanted else [] for c in store.columns}  # only label columns read
     columns = label_columns(specs, ids, metadata, read_labels_file(labels_file) if labels_file else None)
     found = [detect_task(s, columns[s.name]) for s in specs]
     all_targets = [encode_targets(t, columns[t.name]) for t in found]
