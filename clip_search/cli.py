@@ -113,14 +113,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels else []
     if args.labels is not None and not labels:
         raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
-    engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory), text_backend=args.text_backend)
-    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), min_score=args.threshold)
+    engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory), text_backend=args.text_backend, classifiers=args.classifier or ())
+    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), where_labels=args.where_label or (), min_score=args.threshold)
     if args.json:
         payload = [
             {
                 "rank": h.rank, "id": h.id, "score": round(h.score, 6), "relevance": h.relevance, "band": h.band, "image": h.image, "caption": h.caption,
                 "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels],
             }
+            | ({"predictions": {p.task: {"labels": list(p.labels), "probabilities": {l: round(v, 6) for l, v in p.probabilities}} for p in h.predictions}} if h.predictions else {})
             for h in result.hits
         ]
         print(json.dumps(payload, ensure_ascii=False, indent=2, allow_nan=False))
@@ -129,7 +130,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no strong matches" + (" — closest results:" if result.hits else f" above --threshold {args.threshold}"), file=sys.stderr)
     for h in result.hits:
         labels_text = ", ".join(f"{l} {p:.0%}" for l, p in h.labels)
-        print(f"{h.rank:>3}  {h.score:.4f}  {h.relevance:>4.0%} {h.band:<6}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
+        predicted = "; ".join(f"{p.task}: " + ", ".join(f"{l} {v:.0%}" for l, v in p.probabilities if l in p.labels) for p in h.predictions)
+        print(
+            f"{h.rank:>3}  {h.score:.4f}  {h.relevance:>4.0%} {h.band:<6}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "")
+            + (f"  [{printable(labels_text)}]" if labels_text else "") + (f"  {{{printable(predicted)}}}" if predicted else "")
+        )
     return 0
 
 
@@ -181,7 +186,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from clip_search.ui import launch_app
 
-    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, text_backend=args.text_backend, host=args.host, port=args.port, share=args.share)
+    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, text_backend=args.text_backend, host=args.host, port=args.port, share=args.share, classifiers=tuple(args.classifier or ()))
     return 0
 
 
@@ -250,6 +255,66 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from clip_search.classifier.pipeline import train_classifier
+    from clip_search.classifier.publish import push_folder
+    from clip_search.classifier.training import FINETUNE, TrainSettings
+
+    overrides = {"depth": args.depth, "freeze": args.freeze or ("none" if args.depth == FINETUNE else "backbone"), "layer_lr_decay": args.layer_lr_decay, "seed": args.seed}
+    overrides |= {k: v for k, v in (("max_epochs", args.epochs), ("lr", args.lr), ("backbone_lr", args.backbone_lr), ("hidden", args.hidden), ("batch_size", args.batch_size)) if v is not None}
+    settings = replace(TrainSettings(), **overrides)
+    report = train_classifier(
+        args.store, args.task or ["label:label"], args.out, settings=settings, labels_file=args.labels, device=args.device,
+        progress=not args.no_progress, on_plan=lambda summary: print(summary.describe(), flush=True),
+    )
+    stop = ", stopped early" if report.fit.stopped_early else ""
+    print(f"trained in {report.seconds:.0f} s: {len(report.fit.train_loss)} epochs, kept epoch {report.fit.best_epoch + 1}{stop}")
+    print(report.evaluation.table())
+    print(f"wrote {report.out} (model.safetensors, config.json, model card README.md, metrics.json, plots)")
+    if args.push_to_hub:
+        print(f"pushed to {push_folder(report.out, args.push_to_hub)}")
+    return 0
+
+
+def cmd_eval_classifier(args: argparse.Namespace) -> int:
+    from clip_search.classifier.evaluation import evaluate_classifier
+
+    evaluation = evaluate_classifier(args.classifier, args.store, labels_file=args.labels)
+    print(json.dumps(evaluation.to_json(), indent=2, ensure_ascii=False) if args.json else evaluation.table())
+    return 0
+
+
+def add_classifier_parsers(subparsers: Any) -> None:
+    """Register `train-classifier` and `eval-classifier` on an argparse subparsers object."""
+    p = subparsers.add_parser("train-classifier", help="train a classifier (one head per task) on a store's labels, evaluate it, and write it as a Hugging Face model folder")
+    p.add_argument("store", help="store folder")
+    p.add_argument("--task", action="append", metavar="NAME:COLUMN[:KIND]", help="a task and the column holding its labels (repeatable); KIND binary, multiclass or multilabel overrides detection (default: label:label)")
+    p.add_argument("--out", required=True, help="folder to write the classifier to (a model repo: weights, config, card, metrics, plots)")
+    p.add_argument("--labels", default=None, metavar="FILE", help="a CSV or JSONL with an id column and label columns, joined on the store's ids (default: the store's metadata columns)")
+    p.add_argument("--depth", default="heads", choices=["heads", "finetune"], help="heads: on the stored embeddings (seconds, no image read); finetune: through CLIP's vision tower, from the images (default %(default)s)")
+    p.add_argument("--freeze", default=None, help="none, backbone, all-but-last-N or head:NAME (default: none with --depth finetune, else backbone)")
+    p.add_argument("--layer-lr-decay", type=float, default=None, metavar="D", help="fine-tuning: vision block N of L learns at backbone-lr x D^(L-N), e.g. 0.8 (default: no decay)")
+    p.add_argument("--epochs", type=int, default=None, help=f"most epochs; training stops earlier when validation loss stalls (default {config.CLASSIFIER_MAX_EPOCHS})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate of the trunk and heads (default {config.CLASSIFIER_LR})")
+    p.add_argument("--backbone-lr", type=float, default=None, help=f"learning rate of the vision tower's top when fine-tuning (default {config.CLASSIFIER_BACKBONE_LR})")
+    p.add_argument("--hidden", type=int, default=None, help=f"width of the shared trunk, 0 for none (default {config.CLASSIFIER_HIDDEN})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"rows per step (default {config.CLASSIFIER_BATCH_SIZE})")
+    p.add_argument("--seed", type=int, default=config.CLASSIFIER_SEED, help="seed of the split, initialisation and shuffling (default %(default)s)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="then upload the folder to this Hugging Face model repo (token from HF_TOKEN or `hf auth login`)")
+    p.add_argument("--device", default=None, help="fine-tuning device: cpu, cuda … (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = subparsers.add_parser("eval-classifier", help="measure a trained classifier on a store, against zero-shot")
+    p.add_argument("classifier", help="classifier folder (or hub repo id)")
+    p.add_argument("store", help="store folder: its recorded test split when the store holds it, else every labelled row")
+    p.add_argument("--labels", default=None, metavar="FILE", help="labels file, when the classifier was trained from one")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_eval_classifier)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="clip-search", description="Natural-language image search with CLIP.")
@@ -283,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=config.DEFAULT_TOP_K, help="number of results (default %(default)s)")
     p.add_argument("--labels", default=None, help="comma-separated labels to zero-shot classify the results against")
     p.add_argument("--where", action="append", metavar="CONDITION", help="keep rows whose metadata matches, e.g. \"photographer == Ann\", \"date >= 2020-01-01\", \"caption ~ beach\" (repeatable, all must hold)")
+    p.add_argument("--classifier", action="append", metavar="DIR", help="a classifier trained with train-classifier (folder or hub repo): each result gets its predicted labels and probabilities (repeatable)")
+    p.add_argument("--where-label", action="append", metavar="TASK=LABEL", help="keep rows a --classifier assigns LABEL for TASK, before top-k, e.g. shape=star (repeatable, all must hold)")
     p.add_argument("--exact", action="store_true", help="search exactly, even where the store has an approximate index")
     p.add_argument("--max-memory", default=None, help="memory exact search may keep, e.g. 2G (default: a float32 copy when it fits in 2 GiB; else chunks)")
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
@@ -305,12 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=config.APP_HOST, help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=config.APP_PORT, help="port to listen on (default %(default)s)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    p.add_argument("--classifier", action="append", metavar="DIR", help="a trained classifier (folder or hub repo) whose labels the tiles show and the page filters by (repeatable)")
     _add_text_backend(p)
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_serve)
 
     add_distill_parser(sub)
+    add_classifier_parsers(sub)
 
     p = sub.add_parser("eval", help="measure quality on held-out demo scenes, per language: precision@k, zero-shot accuracy, the relevance signal")
     p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP to evaluate (default: the demo CLIP)")

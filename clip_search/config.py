@@ -114,6 +114,7 @@ APP_SEARCH_TIMEOUT_S = 60.0  # a search not answered by then is given up with a 
 APP_STATE_SESSIONS = 100  # Gradio sessions kept in memory (every API call is one; the page keeps no state in them)
 APP_API_MAX_BODY_BYTES = 256_000  # a JSON API request body larger than this is refused (413) before it is read
 APP_MAX_CONDITIONS = 16  # metadata conditions ("where") per search
+APP_MAX_LABELLED = 10_000  # results one session may label for export (the labels file of train-classifier --labels)
 APP_IMAGE_MAX_AGE_S = 3600  # how long a browser may cache a result image (its URL names the store's revision)
 # Example prompts shown under the query box, one per language: en, de, fr, es, ru, zh, ja.
 APP_EXAMPLE_QUERIES: tuple[str, ...] = (
@@ -169,3 +170,18 @@ def default_cache_dir() -> Path:
     if os.environ.get("CLIP_SEARCH_CACHE"):
         return Path(os.environ["CLIP_SEARCH_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "clip-search"
+
+# Classifiers trained on a store (clip_search.classifier): a shared trunk and one head per task over CLIP image
+# embeddings, or CLIP's vision tower fine-tuned under them.
+CLASSIFIER_HIDDEN = 256  # trunk width (0: heads straight on the embedding)
+CLASSIFIER_DROPOUT = 0.1
+CLASSIFIER_LR = 1e-3  # trunk and heads
+CLASSIFIER_BACKBONE_LR = 1e-4  # the vision tower when fine-tuned (its top block; lower ones decay from it)
+CLASSIFIER_WEIGHT_DECAY = 0.01  # AdamW; never on biases and norms
+CLASSIFIER_BATCH_SIZE = 64
+CLASSIFIER_MAX_EPOCHS = 200
+CLASSIFIER_PATIENCE = 15  # epochs without a lower validation loss before training stops
+CLASSIFIER_VAL_FRACTION = 0.2
+CLASSIFIER_TEST_FRACTION = 0.2
+CLASSIFIER_SEED = 0
+CLASSIFIER_MULTILABEL_THRESHOLD = 0.5  # a multi-label task predicts every label whose probability reaches this

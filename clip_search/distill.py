@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -22,14 +21,11 @@ from clip_search.clip_model import ClipEncoder
 from clip_search.vectors import l2_normalise
 from clip_search.device import resolve_device
 from clip_search.errors import ClipSearchError, ModelLoadError, one_line
+from clip_search.layer_decay import layer_decay_groups
 from clip_search.parallel_data import SOURCE_LANG, UNKNOWN_LANG, ParallelPair, load_parallel, split_held_out
 
 log = logging.getLogger(__name__)
 
-# A transformer block's index in a parameter name: BERT/XLM-R "encoder.layer.3.", most newer models "layers.3.",
-# T5 "block.3.", GPT-2 "h.3.". The first match in a name is the block the parameter belongs to.
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)(?:\.|$)")
-_EMBEDDING_RE = re.compile(r"embed", re.IGNORECASE)
 _EVAL_BATCH = 256
 
 
@@ -227,42 +223,12 @@ def param_groups(model: torch.nn.Module, lr: float, layer_lr_decay: float | None
     """AdamW parameter groups for a student's trainable parameters, with layer-wise learning-rate decay.
 
     The body is the model's first module (the transformer); everything after it (the dense head) gets `lr`.
-    Without `layer_lr_decay` the body gets `lr` too. With it, a body parameter whose name holds a block index
-    (`layer.N`, `layers.N`, `block.N`, `h.N`; N of L blocks) gets lr × decay^(L − N): the top block lr × decay,
-    the next lr × decay², and so on; parameters named like embeddings get the lowest, lr × decay^(L + 1); other
-    body parameters (final norms, a pooler) get the top block's lr × decay. Each group is split in two so that
-    weight decay never applies to biases and norms (1-D parameters). Groups carry a "name" key.
+    The rates follow `clip_search.layer_decay.layer_decay_groups`: block N of L gets lr × decay^(L − N).
     """
     modules = list(model.children()) if hasattr(model, "children") else []
     if not modules:
         raise ValueError("the model has no modules")
-    body, head = modules[0], modules[1:]
-    named: list[tuple[str, float, torch.nn.Parameter]] = []
-    body_params = [(n, p) for n, p in body.named_parameters() if p.requires_grad]
-    if layer_lr_decay is None:
-        named += [("body", lr, p) for _, p in body_params]
-    else:
-        index = {n: int(m.group(1)) for n, _ in body_params if (m := _LAYER_RE.search(n))}
-        layers = max(index.values()) + 1 if index else 0
-        if body_params and not index:
-            log.warning("layer_lr_decay: no numbered layers (layer.N, layers.N) in the student body; the whole body gets lr x decay")
-        for n, p in body_params:
-            if n in index:
-                named.append((f"layer.{index[n]}", lr * layer_lr_decay ** (layers - index[n]), p))
-            elif _EMBEDDING_RE.search(n):
-                named.append(("embeddings", lr * layer_lr_decay ** (layers + 1), p))
-            else:
-                named.append(("body", lr * layer_lr_decay, p))
-    for module in head:
-        named += [("head", lr, p) for p in module.parameters() if p.requires_grad]
-    groups: dict[tuple[str, bool], dict[str, Any]] = {}
-    for name, group_lr, p in named:
-        decays = p.ndim > 1
-        key = (name, decays)
-        if key not in groups:
-            groups[key] = {"name": name, "lr": group_lr, "params": [], "weight_decay": config.DISTILL_WEIGHT_DECAY if decays else 0.0}
-        groups[key]["params"].append(p)
-    return list(groups.values())
+    return layer_decay_groups(modules[0], modules[1:], lr, layer_lr_decay, config.DISTILL_WEIGHT_DECAY)
 
 
 # ------------------------------------------------------------------------------------------------ pieces

@@ -19,7 +19,7 @@ import numpy as np
 from clip_search.classify import embed_labels, embed_prompts, label_prompts, labels_language, open_set_probabilities, zero_shot_probabilities
 from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, NONE_OF_THESE
 from clip_search.errors import ClipSearchError, QueryError, StoreError
-from clip_search.filters import Condition, parse_conditions, row_mask
+from clip_search.filters import Condition, LabelCondition, label_mask, parse_conditions, parse_label_conditions, row_mask
 from clip_search.relevance import RelevanceScale, kept, parse_min_score, sample_rows
 from clip_search.search import DEFAULT_NEGATIVE_WEIGHT, combine_query
 from clip_search.store import EmbeddingStore, same_model
@@ -27,6 +27,7 @@ from clip_search.store import EmbeddingStore, same_model
 if TYPE_CHECKING:
     from PIL import Image
 
+    from clip_search.classifier import Classifier, Prediction
     from clip_search.clip_model import ClipEncoder
     from clip_search.index import Index
     from clip_search.store.refs import ImageRef
@@ -64,6 +65,7 @@ class Hit:
     labels: tuple[tuple[str, float], ...] = ()
     band: str | None = None
     relevance: float | None = None
+    predictions: tuple[Prediction, ...] = ()  # each loaded classifier's tasks: assigned labels and probabilities
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Query:
     negative_weight: float = DEFAULT_NEGATIVE_WEIGHT
     min_score: float | str | None = None
     open_set: bool = True
+    where_labels: Sequence[str | LabelCondition] = ()
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,10 @@ class SearchEngine:
         index: Index | None = None,
         *,
         multilingual: bool | None = None,
+        classifiers: Sequence[Classifier] = (),
     ) -> None:
         """`clip` is the image encoder, or a function that loads it on first need (a text-only session never
-        imports torch); `text_encoder` defaults to CLIP's own."""
+        imports torch); `text_encoder` defaults to CLIP's own; `classifiers` label every hit and serve label filters."""
         from clip_search.index import ExactIndex
 
         self.store = store
@@ -147,6 +151,9 @@ class SearchEngine:
         self._label_cache = lru_cache(maxsize=64)(self._embed_labels)
         self._relevance_scale: RelevanceScale | None = None
         self._mask_cache = lru_cache(maxsize=32)(self._mask)
+        self.classifiers: tuple[Classifier, ...] = ()
+        self._assigned: dict[str, tuple[tuple[str, ...], np.ndarray]] | None = None
+        self.add_classifiers(classifiers)
 
     @property
     def clip(self) -> ClipEncoder:
@@ -182,13 +189,14 @@ class SearchEngine:
         use_index: bool = True,
         max_memory: int | None = None,
         text_backend: str = "auto",
+        classifiers: Sequence[str | Path] = (),
     ) -> SearchEngine:
         """Open a store, its index and its models: the manifest's CLIP and student unless `model`/`text_model` name others.
 
         `use_index=False` searches exactly even where the store has an approximate index; `max_memory` bounds
         the memory exact search may keep (bytes), beyond which it reads the stored matrix in chunks.
         `text_backend` ("auto", "onnx", "torch") runs the query text encoder; the image encoder is loaded on
-        the first image query.
+        the first image query. `classifiers` are trained classifier folders (or hub repos) to label hits with.
         """
         from clip_search.store_index import open_index
         from clip_search.text_backend import CLIP_TEXT as CLIP_TEXT_KIND
@@ -211,11 +219,31 @@ class SearchEngine:
 
         # A model the manifest names may be relative to the store; one the caller names is taken as given.
         student_ref = text_model if text_model is not None else store.text_model_path()
+        loaded = _load_classifiers(classifiers)
         if student_ref and student_ref != CLIP_TEXT:
             text = load_text_encoder(student_ref, STUDENT, backend=text_backend, device=device)
-            return cls(store, load_clip, text, index, multilingual=True)
+            return cls(store, load_clip, text, index, multilingual=True, classifiers=loaded)
         text = load_text_encoder(stored_model, CLIP_TEXT_KIND, backend=text_backend, revision=revision, device=device)
-        return cls(store, text if hasattr(text, "encode_images") else load_clip, text, index, multilingual=False)
+        return cls(store, text if hasattr(text, "encode_images") else load_clip, text, index, multilingual=False, classifiers=loaded)
+
+    def add_classifiers(self, classifiers: Sequence[Classifier]) -> None:
+        """Label hits with these trained classifiers too; one made for another CLIP, or a task name already taken,
+        is refused in one line."""
+        taken = {t.name for c in self.classifiers for t in c.tasks}
+        for classifier in classifiers:
+            classifier.check_store(self.store)
+            clash = next((t.name for t in classifier.tasks if t.name in taken), None)
+            if clash is not None:
+                raise QueryError(f"two classifiers have the task {clash!r}: load one of them")
+            taken |= {t.name for t in classifier.tasks}
+            self.classifiers += (classifier,)
+        self._assigned = None
+        self._mask_cache.cache_clear()
+
+    @property
+    def label_tasks(self) -> dict[str, tuple[str, ...]]:
+        """Every loaded classifier task and its label names (what `where_labels` may name)."""
+        return {t.name: t.labels for c in self.classifiers for t in c.tasks}
 
     def summary(self) -> StoreSummary:
         """How many images, which model, which languages, and the store's example prompts and notice."""
@@ -260,9 +288,11 @@ class SearchEngine:
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
         min_score: float | str | None = None,
         open_set: bool = True,
+        where_labels: Sequence[str | LabelCondition] = (),
     ) -> SearchResult:
         """The best `top_k` images for a text and/or image query, pushed away from `negative`, among the rows that
-        pass every `where` condition, classified on `labels`.
+        pass every `where` condition and carry every `where_labels` label ("TASK=LABEL", by the loaded
+        classifiers), classified on `labels`.
 
         Every hit carries its relevance and band; `min_score` keeps only hits of at least that relevance (0..1),
         or with "auto" those whose band is strong or weak (None keeps all `top_k`). Labels are put in `templates`,
@@ -272,7 +302,8 @@ class SearchEngine:
             raise QueryError(f"top_k must be at least 1, got {top_k}")
         min_score = _min_score(min_score)
         t0 = time.perf_counter()
-        allowed = self._mask_cache(parse_conditions(where)) if where else None
+        conditions = parse_conditions(where) + parse_label_conditions(where_labels)
+        allowed = self._mask_cache(conditions) if conditions else None
         positives = []
         if text is not None and text.strip():
             positives.append(self.encode_text(text))
@@ -307,7 +338,7 @@ class SearchEngine:
                 if q.top_k < 1:
                     raise QueryError(f"top_k must be at least 1, got {q.top_k}")
                 _min_score(q.min_score)
-                conditions = parse_conditions(q.where) if q.where else ()
+                conditions = (parse_conditions(q.where) if q.where else ()) + parse_label_conditions(q.where_labels)
                 if conditions:
                     self._mask_cache(conditions)  # an unknown column fails this request alone, here
                 positives = [" ".join(q.text.split())] if q.text is not None and q.text.strip() else []
@@ -401,17 +432,35 @@ class SearchEngine:
                 probabilities, none = answer.probabilities, answer.none
             else:
                 probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
+        predicted = [(c, c.predict_rows(self.store, rows)) for c in self.classifiers] if len(rows) else []
         classified = {**timings, "classify": 1e3 * (time.perf_counter() - started)}
         result = SearchResult([], list(labels), probabilities, classified, none)
         table = result.label_table
         result.hits = [
-            self._hit(rank, int(row), float(score), meta, result.label_columns, None if table is None else table[rank], top_labels, bands[rank], float(relevance[rank]))
+            self._hit(
+                rank, int(row), float(score), meta, result.label_columns, None if table is None else table[rank], top_labels, bands[rank], float(relevance[rank]),
+                tuple(p for c, probs in predicted for p in c.predictions(probs, rank, top_labels)),
+            )
             for rank, (row, score, meta) in enumerate(zip(rows, scores, self.store.rows(rows)))
         ]
         return result
 
-    def _mask(self, conditions: tuple[Condition, ...]) -> np.ndarray:
-        return row_mask(self.store.metadata, conditions)
+    def _mask(self, conditions: tuple[Condition | LabelCondition, ...]) -> np.ndarray:
+        mask = row_mask(self.store.metadata, [c for c in conditions if isinstance(c, Condition)])
+        by_label = [c for c in conditions if isinstance(c, LabelCondition)]
+        return mask & label_mask(self._assigned_labels(), by_label, len(self.store)) if by_label else mask
+
+    def _assigned_labels(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """Every row's assigned labels by task (rows × labels, bool), predicted once for the whole store."""
+        if self._assigned is None:
+            from clip_search.classifier.repo import assigned_matrix
+
+            self._assigned = {}
+            for classifier in self.classifiers:
+                for name, probabilities in classifier.predict_store(self.store).items():
+                    task = next(t for t in classifier.tasks if t.name == name)
+                    self._assigned[name] = (task.labels, assigned_matrix(task, probabilities))
+        return self._assigned
 
     def label_vectors(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """One unit vector per label, embedded as `search` embeds them (cached): in `templates`, else by default."""
@@ -426,6 +475,7 @@ class SearchEngine:
 
     def _hit(
         self, rank: int, row: int, score: float, meta: dict[str, Any], labels: Sequence[str], probs: np.ndarray | None, top_labels: int, band: str, relevance: float,
+        predictions: tuple[Prediction, ...] = (),
     ) -> Hit:
         caption = next((str(meta[c]) for c in CAPTION_COLUMNS if meta.get(c)), None)
         ranked: tuple[tuple[str, float], ...] = ()
@@ -433,7 +483,7 @@ class SearchEngine:
             order = np.argsort(-probs, kind="stable")[:top_labels]
             ranked = tuple((labels[i], float(probs[i])) for i in order)
         shown = {k: v for k, v in meta.items() if k not in HIDDEN_COLUMNS}
-        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked, band, round(relevance, 4))
+        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked, band, round(relevance, 4), predictions)
 
 
 def _min_score(value: float | str | None) -> float | str | None:
@@ -442,3 +492,12 @@ def _min_score(value: float | str | None) -> float | str | None:
         return parse_min_score(value)
     except ValueError as exc:
         raise QueryError(str(exc)) from None
+
+
+def _load_classifiers(refs: Sequence[str | Path]) -> list[Classifier]:
+    """Trained classifiers from their folders or hub repos."""
+    if not refs:
+        return []
+    from clip_search.classifier import Classifier
+
+    return [Classifier.from_pretrained(ref) for ref in refs]

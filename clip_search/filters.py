@@ -1,11 +1,12 @@
-"""Metadata filters ("column == value", "date >= 2020-01-01", "caption ~ beach"): parsed once, applied as a row mask
-before top-k, so exact and approximate search return only rows that pass.
+"""Row filters, parsed once and applied as a row mask before top-k, so exact and approximate search return only rows
+that pass: metadata conditions ("column == value", "date >= 2020-01-01", "caption ~ beach") and label conditions
+("TASK=LABEL": rows a trained classifier assigns that label).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,45 @@ def row_mask(table: pa.Table, conditions: Sequence[Condition]) -> np.ndarray:
         column = table.column(condition.column)
         result = _evaluate(column, condition)
         mask &= np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
+
+
+@dataclass(frozen=True)
+class LabelCondition:
+    """One label filter: rows to which the classifier holding `task` assigns `label`."""
+
+    task: str
+    label: str
+
+    def __str__(self) -> str:
+        return f"{self.task}={self.label}"
+
+
+def parse_label_condition(text: str) -> LabelCondition:
+    """A LabelCondition from "TASK=LABEL"."""
+    task, sep, label = (text or "").partition("=")
+    if not sep or not task.strip() or not label.strip():
+        raise QueryError(f"where-label: cannot read {text!r}: write TASK=LABEL, e.g. \"shape=star\"")
+    return LabelCondition(task.strip(), _unquote(label.strip()))
+
+
+def parse_label_conditions(conditions: Sequence[str | LabelCondition]) -> tuple[LabelCondition, ...]:
+    """Label conditions given as text or already parsed, all parsed."""
+    return tuple(c if isinstance(c, LabelCondition) else parse_label_condition(c) for c in conditions)
+
+
+def label_mask(assigned: Mapping[str, tuple[Sequence[str], np.ndarray]], conditions: Sequence[LabelCondition], rows: int) -> np.ndarray:
+    """A bool per row: true where every condition's label is assigned. `assigned` maps a task to its label names and
+    a rows × labels bool matrix of the labels a classifier assigns each row."""
+    mask = np.ones(rows, dtype=bool)
+    for condition in conditions:
+        if condition.task not in assigned:
+            known = ", ".join(assigned) or "none: load a classifier"
+            raise QueryError(f"where-label: no classifier has the task {condition.task!r}; the tasks are: {known}")
+        labels, matrix = assigned[condition.task]
+        if condition.label not in labels:
+            raise QueryError(f"where-label: task {condition.task!r} has no label {condition.label!r}; its labels are: {', '.join(labels)}")
+        mask &= matrix[:, list(labels).index(condition.label)]
     return mask
 
 

@@ -45,7 +45,7 @@ MAX_CAPTION_CHARS = 140
 MAX_ECHO_CHARS = 80
 BUSY_MESSAGE = "⚠️ the server is busy: please retry in a moment"
 PLACEHOLDER_SIZE = 160
-API_FIELDS = ("query", "negative", "top_k", "labels", "where")
+API_FIELDS = ("query", "negative", "top_k", "labels", "where", "where_labels")
 # Formats every browser shows, served as stored; any other is decoded and sent as PNG.
 WEB_IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp", ".avif": "image/avif"}
 _ROW = re.compile(r"[0-9]{1,12}")
@@ -94,9 +94,9 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
 
     batcher = SearchBatcher(engine, config.APP_BATCH_SIZE, config.APP_BATCH_WAIT_MS, config.APP_QUEUE_SIZE)
 
-    async def search(query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, request: gr.Request) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:
+    async def search(query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, request: gr.Request, where_labels: Any = None) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:
         try:
-            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text)
+            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text, where_labels=where_labels)
             picture = None
             if form.upload is not None:
                 from anyio import to_thread
@@ -156,8 +156,9 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
             wrap=True,
             elem_id="label-table",
         )
-        inputs = [query, negative, image, top_k, labels]
+        inputs = [query, negative, image, top_k, labels, *label_filter(engine)]
         outputs = [gallery, table, status]
+        labelling_panel(engine, gallery)
         # Raw payloads (preprocess=False): every value is checked by `SearchRequest.from_payload`, the upload is
         # read by `_read_upload` (only a regular file in Gradio's upload folder, bounded) and decoded by our
         # hardened decoder, so a hostile value is a one-line message rather than an error inside Gradio.
@@ -189,12 +190,14 @@ def load_app(
     device: str | None = None,
     dtype: str | None = None,
     text_backend: str = "auto",
+    classifiers: tuple[str, ...] = (),
 ) -> tuple[SearchEngine, gr.Blocks]:
-    """The engine for `store` (default: `default_store()`) and the page built on it."""
+    """The engine for `store` (default: `default_store()`) and the page built on it; `classifiers` are trained
+    classifier folders whose labels the tiles show and the page filters by."""
     store = store if store is not None else default_store()
     if store is None:
         raise ClipSearchError("no store given: name the folder of a store built by `clip-search precompute`")
-    engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend)
+    engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend, classifiers=classifiers)
     return engine, build_app(engine)
 
 
@@ -209,9 +212,10 @@ def launch_app(
     host: str = config.APP_HOST,
     port: int = config.APP_PORT,
     share: bool = False,
+    classifiers: tuple[str, ...] = (),
 ) -> None:
     """Load the app for `store` and serve it until interrupted."""
-    engine, demo = load_app(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend)
+    engine, demo = load_app(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend, classifiers=classifiers)
     log.info("serving %d images from %s on http://%s:%d", engine.summary().count, store or default_store(), host, port)
     try:
         demo.launch(
@@ -242,9 +246,10 @@ class SearchRequest:
     top_k: int
     labels: tuple[str, ...]
     where: tuple[str, ...] = ()
+    where_labels: tuple[str, ...] = ()
 
     @classmethod
-    def from_payload(cls, query: Any, negative: Any, image: Any, top_k: Any, labels: Any, where: Any = None) -> SearchRequest:
+    def from_payload(cls, query: Any, negative: Any, image: Any, top_k: Any, labels: Any, where: Any = None, *, where_labels: Any = None) -> SearchRequest:
         """The request for raw endpoint values (the page's, the Gradio API's or the JSON API's); a value of the wrong
         type, size or range is a QueryError saying which. `labels` is text ("red, blue") or a list of texts."""
         if isinstance(labels, list):
@@ -253,19 +258,21 @@ class SearchRequest:
             parsed = parse_labels(_text("labels", labels) or "")
         if len(parsed) > config.APP_MAX_LABELS:
             raise QueryError(f"too many labels ({len(parsed)}): give at most {config.APP_MAX_LABELS}")
-        return cls(_text("query", query), _text("negative", negative), _upload(image), _top_k(top_k), tuple(parsed), _where(where))
+        return cls(_text("query", query), _text("negative", negative), _upload(image), _top_k(top_k), tuple(parsed), _where(where), _where(where_labels, "where_labels"))
 
     def query(self, picture: Any) -> Query:
         """The engine's query for this request, with its decoded image (or None)."""
-        return Query(text=self.text, image=picture, negative=self.negative, top_k=self.top_k, labels=self.labels, where=self.where)
+        return Query(text=self.text, image=picture, negative=self.negative, top_k=self.top_k, labels=self.labels, where=self.where, where_labels=self.where_labels)
 
 
-def _where(value: Any) -> tuple[str, ...]:
-    """Metadata conditions: a list of condition texts ("width >= 640"), or nothing; the engine parses each."""
+def _where(value: Any, name: str = "where") -> tuple[str, ...]:
+    """Conditions: a list of condition texts ("width >= 640"; for `where_labels`, "TASK=LABEL"), or nothing; the
+    engine parses each."""
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise QueryError(f"where must be a list of conditions such as [\"width >= 640\"], got {_kind(value)}")
+        example = "shape=star" if name == "where_labels" else "width >= 640"
+        raise QueryError(f"{name} must be a list of conditions such as [\"{example}\"], got {_kind(value)}")
     if len(value) > config.APP_MAX_CONDITIONS:
         raise QueryError(f"too many conditions ({len(value)}): give at most {config.APP_MAX_CONDITIONS}")
     return tuple(_text("condition", item) or "" for item in value)
@@ -376,6 +383,7 @@ def _gallery(engine: SearchEngine, result: SearchResult, root: str) -> list[tupl
         if hit.labels:
             label, probability = hit.labels[0]
             parts.append(f"{_clip(label, 40)} {probability:.0%}")
+        parts.extend(_predicted_captions(hit))
         problem = _missing_file(engine, hit)
         if problem:
             parts.append(f"⚠️ image unavailable: {_clip(problem, MAX_CAPTION_CHARS)}")
@@ -533,7 +541,7 @@ async def api_search(engine: SearchEngine, batcher: SearchBatcher, request: Requ
         hint = ": search by image through the page or the Gradio API" if "image" in unknown else ""
         return _api_error(400, f"unknown field {_clip(', '.join(unknown), 80)}: the fields are {', '.join(API_FIELDS)}{hint}")
     try:
-        form = SearchRequest.from_payload(payload.get("query"), payload.get("negative"), None, payload.get("top_k", config.DEFAULT_TOP_K), payload.get("labels"), payload.get("where"))
+        form = SearchRequest.from_payload(payload.get("query"), payload.get("negative"), None, payload.get("top_k", config.DEFAULT_TOP_K), payload.get("labels"), payload.get("where"), where_labels=payload.get("where_labels"))
         result = await batcher.search_async(form.query(None), timeout=config.APP_SEARCH_TIMEOUT_S)
     except Busy:
         return JSONResponse({"error": BUSY_MESSAGE.removeprefix("⚠️ ")}, status_code=503, headers={"Retry-After": "1"})
@@ -542,6 +550,7 @@ async def api_search(engine: SearchEngine, batcher: SearchBatcher, request: Requ
     root = get_root_url(request=request, route_path="/api/search", root_path=root_path)
     hits = [
         {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "image": image_url(engine, h, root), "caption": h.caption, "labels": [[label, round(p, 6)] for label, p in h.labels]}
+        | _predictions_json(h)
         for h in result.hits
     ]
     return JSONResponse({"hits": hits, "labels": result.labels, "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}})
@@ -576,3 +585,103 @@ def _status(query: str | None, negative: str | None, with_image: bool, result: S
     count = len(result.hits)
     return f"**{count}** result{'s' if count != 1 else ''} for {described} · {timings}"
 
+
+# ------------------------------------------------------------------------------------- trained classifiers
+
+
+def _predicted_captions(hit: Hit) -> list[str]:
+    """A tile's trained-classifier labels: "TASK: LABEL 97%" per task (every assigned label of a multi-label task)."""
+    out = []
+    for p in hit.predictions:
+        shown = ", ".join(f"{_clip(label, 40)} {probability:.0%}" for label, probability in p.probabilities if label in p.labels)
+        out.append(f"{_clip(p.task, 40)}: {shown or '—'}")
+    return out
+
+
+def _predictions_json(hit: Hit) -> dict[str, Any]:
+    """A hit's trained-classifier labels for the JSON API: {"predictions": {task: {"labels", "probabilities"}}}."""
+    if not hit.predictions:
+        return {}
+    return {"predictions": {p.task: {"labels": list(p.labels), "probabilities": [[label, round(v, 6)] for label, v in p.probabilities]} for p in hit.predictions}}
+
+
+def label_filter(engine: SearchEngine) -> list[gr.Dropdown]:
+    """The label filter of a page whose engine has classifiers ("TASK=LABEL" choices, applied before top-k), as the
+    one extra search input; none without classifiers."""
+    if not engine.classifiers:
+        return []
+    choices = [f"{task}={label}" for task, labels in engine.label_tasks.items() for label in labels]
+    return [gr.Dropdown(choices, value=[], multiselect=True, label="Only results labelled (trained classifiers)", elem_id="where-labels")]
+
+
+_IMAGE_ROUTE_ROW = re.compile(r"/image/[0-9a-f]+/([0-9]{1,12})/")
+
+
+def labelling_panel(engine: SearchEngine, gallery: gr.Gallery) -> None:
+    """Build a labelled set from results: select a tile, give it a label, and export every label given as the CSV
+    (`id,label`) that `clip-search train-classifier --labels FILE` reads. The labels live in the session only."""
+    with gr.Accordion("Label results to train a classifier", open=False, elem_id="labelling"):
+        selected = gr.State(None)
+        marked = gr.State({})
+        with gr.Row():
+            chosen = gr.Markdown("Select a result, then give it a label.", latex_delimiters=[], elem_id="selected-result")
+            label = gr.Textbox(label="Label", placeholder="keep", max_lines=1, elem_id="mark-label")
+            mark = gr.Button("Label the selected result", elem_id="mark")
+            export = gr.Button("Export labels (CSV)", elem_id="export-labels")
+        count = gr.Markdown("No result labelled yet.", latex_delimiters=[], elem_id="labelled-count")
+        download = gr.File(label="labels.csv", interactive=False, elem_id="labels-file")
+
+    def select(evt: gr.SelectData) -> tuple[str | None, str]:
+        url = ((evt.value or {}).get("image") or {}).get("url") or ""
+        row = _row_of_image(engine, url)
+        if row is None:
+            return None, "⚠️ cannot tell which result that is"
+        image_id = engine.store.rows([row])[0]["id"]
+        return str(image_id), f"Selected: {markdown_escape(_clip(str(image_id), MAX_ECHO_CHARS))}"
+
+    def give(image_id: str | None, text: Any, labels: dict[str, str]) -> tuple[dict[str, str], str]:
+        try:
+            value = " ".join((_text("label", text) or "").split())
+        except QueryError as exc:
+            return labels, f"⚠️ {markdown_escape(str(exc))}"
+        if image_id is None or not value:
+            return labels, "⚠️ select a result and type a label first"
+        if image_id not in labels and len(labels) >= config.APP_MAX_LABELLED:
+            return labels, f"⚠️ at most {config.APP_MAX_LABELLED:,} labelled results: export them first"
+        labels = {**labels, image_id: value}
+        return labels, f"{len(labels)} labelled: " + ", ".join(f"{n} {markdown_escape(_clip(k, 40))}" for k, n in _label_counts(labels).items())
+
+    def save(labels: dict[str, str]) -> str | None:
+        if not labels:
+            return None
+        import csv
+        import tempfile
+
+        handle = tempfile.NamedTemporaryFile("w", suffix=".csv", prefix="labels-", delete=False, newline="", encoding="utf-8")
+        with handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "label"])
+            writer.writerows(sorted(labels.items()))
+        return handle.name
+
+    gallery.select(select, None, [selected, chosen], api_visibility="private")
+    gr.on([mark.click, label.submit], give, [selected, label, marked], [marked, count], api_visibility="private")
+    export.click(save, marked, download, api_visibility="private")
+
+
+def _row_of_image(engine: SearchEngine, url: str) -> int | None:
+    """The store row a gallery image shows: from this server's image route, or a URL store's own URL."""
+    match = _IMAGE_ROUTE_ROW.search(url)
+    if match:
+        return int(match.group(1))
+    if "url" in engine.store.columns and url:
+        found = engine.store.metadata.column("url").index(url).as_py()
+        return found if found >= 0 else None
+    return None
+
+
+def _label_counts(labels: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in labels.values():
+        counts[value] = counts.get(value, 0) + 1
+    return counts

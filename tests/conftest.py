@@ -100,3 +100,23 @@ def copy_store(source: Path, out: Path) -> Path:
     manifest = replace(manifest, model=replace(manifest.model, id=store.model_path()), text_model=store.text_model_path(), source=replace(manifest.source, root=str(root) if root else manifest.source.root))
     write_manifest(out, manifest)
     return out
+
+
+@pytest.fixture(scope="session")
+def folder_store_labels(folder_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A labels CSV for `folder_store` (what `train-classifier --labels` reads): colour and shape from each photo's
+    file name, and a multi-label `tags` column ("warm|round")."""
+    import csv
+
+    from clip_search.store import EmbeddingStore
+
+    store = EmbeddingStore.open(folder_store)
+    out = tmp_path_factory.mktemp("labels") / "labels.csv"
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "colour", "shape", "tags"])
+        writer.writeheader()
+        for meta in store.rows(range(len(store))):
+            colour, shape = Path(meta["id"]).stem.split("-")
+            tags = "|".join(t for t, on in (("warm", colour in ("red", "yellow")), ("round", shape == "circle")) if on)
+            writer.writerow({"id": meta["id"], "colour": colour, "shape": shape, "tags": tags})
+    return out
