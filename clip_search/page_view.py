@@ -1,8 +1,9 @@
 """The HTML of the search page's result tiles, their previews and the example-prompt gallery: text in, text out.
 
 Every value from a store or a user is escaped here (captions, ids, metadata, labels); links are only image URLs the
-app made (`ui.image_url`) and `?q=…` links to the page itself. Layout is CSS alone (no script), so it works in any
-browser the page reaches: a grid of 6 columns on a desktop, 2 on a phone, and previews opened as `#preview-N` targets.
+app made (`ui.image_url`) and `?q=…` links to the page itself. Layout is CSS alone (no script): a grid of 6 columns on
+a desktop, 2 on a phone; a tile's image is the label of a hidden checkbox that opens its preview (no `#fragment` link:
+Gradio's page sets a `<base>`, against which a fragment would leave the page).
 """
 
 from __future__ import annotations
@@ -50,15 +51,18 @@ CSS = """
 .cs-label { color: var(--body-text-color-subdued, #555); }
 .cs-warn { color: #b45309; }
 .cs-banner { margin: 4px 0 10px; padding: 8px 10px; border-radius: 6px; background: #fff7e0; color: #7a5200; font-weight: 600; }
+.cs-toggle { display: none; }
+.cs-open { display: block; cursor: zoom-in; }
 .cs-preview { display: none; position: fixed; inset: 0; z-index: 1000; background: rgba(0, 0, 0, 0.6); padding: 16px; overflow-y: auto; }
-.cs-preview:target { display: block; }
+.cs-toggle:checked + .cs-preview { display: block; }
 .cs-preview-box { max-width: 900px; margin: 0 auto; background: var(--background-fill-primary, #fff); color: var(--body-text-color, #111); border-radius: 10px; padding: 14px; }
 .cs-preview-box img { display: block; max-width: 100%; max-height: 60vh; margin: 0 auto 10px; }
 .cs-preview-box table { width: 100%; border-collapse: collapse; font-size: 0.9em; }
 .cs-preview-box th, .cs-preview-box td { text-align: left; vertical-align: top; padding: 3px 6px; border-top: 1px solid #eee; overflow-wrap: anywhere; }
-.cs-close { float: right; font-size: 1.4em; text-decoration: none; }
+.cs-close { float: right; font-size: 1.6em; line-height: 1; cursor: pointer; padding: 0 6px; }
 .cs-examples { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 10px; margin-bottom: 14px; }
-.cs-example { display: block; padding: 8px; border: 1px solid var(--border-color-primary, #ddd); border-radius: 8px; text-decoration: none; color: inherit; }
+.cs-example, .cs-example * { text-decoration: none !important; color: inherit; }
+.cs-example { display: block; padding: 8px; border: 1px solid var(--border-color-primary, #ddd); border-radius: 8px; }
 .cs-example:hover { border-color: #4f7cff; }
 .cs-example .cs-prompt { font-weight: 600; margin-bottom: 6px; overflow-wrap: anywhere; }
 .cs-thumbs { display: grid; grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 4px; }
@@ -141,7 +145,7 @@ def _tile(t: Tile) -> str:
     band_attr = f' data-band="{e(hit.band)}"' if hit.band else ""
     return (
         f'<figure class="cs-tile{band}" data-rank="{hit.rank}"{band_attr}>'
-        f'<a href="#preview-{hit.rank}" title="details"><img src="{e(t.url)}" alt="{e(name)}"></a>'
+        f'<label class="cs-open" for="cs-pv-{hit.rank}" title="details"><img src="{e(t.url)}" alt="{e(name)}"></label>'
         f'<figcaption>{"".join(lines)}</figcaption></figure>'
     )
 
@@ -155,8 +159,9 @@ def _preview(t: Tile) -> str:
     rows += [("label " + label, f"{p:.1%}") for label, p in hit.labels]
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     return (
-        f'<div class="cs-preview" id="preview-{hit.rank}"><div class="cs-preview-box">'
-        f'<a class="cs-close" href="#results" title="close">×</a>'
+        f'<input type="checkbox" class="cs-toggle" id="cs-pv-{hit.rank}">'
+        f'<div class="cs-preview" id="preview-{hit.rank}" role="dialog" aria-label="{e(shown_name(hit))}"><div class="cs-preview-box">'
+        f'<label class="cs-close" for="cs-pv-{hit.rank}" title="close">×</label>'
         f'<img src="{e(t.url)}" alt="{e(shown_name(hit))}" loading="lazy">'
         f'<p><a class="cs-original" href="{e(t.url)}" target="_blank" rel="noopener">Open the original image</a></p>'
         f"<table>{table}</table></div></div>"
