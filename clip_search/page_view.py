@@ -51,7 +51,7 @@ CSS = """
 .cs-label { color: var(--body-text-color-subdued, #555); }
 .cs-warn { color: #b45309; }
 .cs-banner { margin: 4px 0 10px; padding: 8px 10px; border-radius: 6px; background: #fff7e0; color: #7a5200; font-weight: 600; }
-.cs-toggle { display: none; }
+.cs-toggle { display: none !important; }
 .cs-open { display: block; cursor: zoom-in; }
 .cs-preview { display: none; position: fixed; inset: 0; z-index: 1000; background: rgba(0, 0, 0, 0.6); padding: 16px; overflow-y: auto; }
 .cs-toggle:checked + .cs-preview { display: block; }
