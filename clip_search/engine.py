@@ -300,6 +300,7 @@ class SearchEngine:
                 if not positives and q.image is None:
                     raise QueryError("the query is empty: type what you are looking for, or give an image")
                 negatives = [" ".join(q.negative.split())] if q.negative and q.negative.strip() else []
+                _part_weights(bool(positives), q.image is not None, q.image_weight)  # a weight out of range fails here, alone
             except ClipSearchError as exc:
                 out[i] = exc
                 continue

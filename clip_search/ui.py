@@ -477,13 +477,8 @@ def _weight(name: str, value: Any, default: float, limit: float) -> float:
     if value is None or value == "":
         return default
     wrong = QueryError(f"the {name} must be a number from 0 to {limit:g}, got {_shown(value)}")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (isinstance(value, str) and len(value) > 20):
-        raise wrong
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise wrong from None
-    if not math.isfinite(number) or not 0 <= number <= limit:
+    number = _number(value, wrong)
+    if not 0 <= number <= limit:
         raise wrong
     return number
 
@@ -493,15 +488,23 @@ def _whole(name: str, value: Any, low: int, high: int) -> int:
     if value is None or value == "":
         return low
     wrong = QueryError(f"{name} must be a whole number from {low} to {high}, got {_shown(value)}")
+    number = _number(value, wrong)
+    if not number.is_integer() or not low <= number <= high:
+        raise wrong
+    return int(number)
+
+
+def _number(value: Any, wrong: QueryError) -> float:
+    """A finite number from a JSON number or a short text of one; anything else raises `wrong`."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (isinstance(value, str) and len(value) > 20):
         raise wrong
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
         raise wrong from None
-    if not math.isfinite(number) or not number.is_integer() or not low <= number <= high:
+    if not math.isfinite(number):
         raise wrong
-    return int(number)
+    return number
 
 
 def _sort(value: Any) -> str | None:

@@ -8,6 +8,7 @@ import html
 import json
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,16 @@ def _white_star(engine: SearchEngine) -> Path:
     return config.DEMO_STORE / "images" / row["path"]
 
 
+@contextmanager
+def _page(browser: Any, width: int = 1280, height: int = 900) -> Iterator[Any]:
+    """A fresh browser tab of the given viewport, closed afterwards."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        yield page
+    finally:
+        page.close()
+
+
 def _tiles(page: Any) -> list[dict[str, float]]:
     return page.evaluate(
         "() => [...document.querySelectorAll('#results .cs-tile')].map(t => { const r = t.getBoundingClientRect();"
@@ -96,8 +107,7 @@ def test_tiles_fit_the_screen_and_show_everything(demo_app: tuple[BandedEngine, 
     from playwright.sync_api import expect
 
     engine, url = demo_app
-    page = browser.new_page(viewport={"width": width, "height": 844})
-    try:
+    with _page(browser, width, 844) as page:
         page.goto(f"{url}?q=a+red+star&labels=red,+blue&k=24")
         expect(page.locator("#status")).to_contain_text("24 results for “a red star”", timeout=30_000)
         boxes = _tiles(page)
@@ -133,8 +143,6 @@ def test_tiles_fit_the_screen_and_show_everything(demo_app: tuple[BandedEngine, 
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
         preview.locator(".cs-close").click()
         expect(preview).to_be_hidden()
-    finally:
-        page.close()
 
 
 @needs_demo
@@ -143,8 +151,7 @@ def test_a_shared_url_runs_its_search_and_a_search_gives_its_url(demo_app: tuple
     from playwright.sync_api import expect
 
     engine, url = demo_app
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    with _page(browser, 1280, 900) as page:
         page.goto(f"{url}?q=a+large+star&not=red&k=5&nw=0.8&where=color+!%3D+blue&sort=-count")
         status = page.locator("#status")
         expect(status).to_contain_text("5 results for “a large star” but not “red”", timeout=30_000)
@@ -170,8 +177,6 @@ def test_a_shared_url_runs_its_search_and_a_search_gives_its_url(demo_app: tuple
 
         page.goto(f"{url}?q=a+red+star&k=abc")  # a malformed value is a message, not a broken page
         expect(status).to_contain_text("number of results must be a whole number", timeout=30_000)
-    finally:
-        page.close()
 
 
 @needs_demo
@@ -180,8 +185,7 @@ def test_no_strong_match_banner_and_dimmed_weak_results(demo_app: tuple[BandedEn
     from playwright.sync_api import expect
 
     _, url = demo_app
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    with _page(browser, 1280, 900) as page:
         page.goto(f"{url}?q=a+photo+of+a+dog+on+a+beach")
         expect(page.locator("#status")).to_contain_text("results for", timeout=30_000)
         expect(page.locator("#results .cs-banner")).to_have_text(NO_STRONG_MATCH)
@@ -196,8 +200,6 @@ def test_no_strong_match_banner_and_dimmed_weak_results(demo_app: tuple[BandedEn
         assert strong.count() > 0 and weak.count() > 0
         assert float(strong.first.evaluate("t => getComputedStyle(t).opacity")) == 1
         assert float(weak.first.evaluate("t => getComputedStyle(t).opacity")) < 0.6
-    finally:
-        page.close()
 
 
 @needs_demo
@@ -208,8 +210,7 @@ def test_image_chip_and_weights(demo_app: tuple[BandedEngine, str], browser: Any
     from playwright.sync_api import expect
 
     engine, url = demo_app
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    with _page(browser, 1280, 900) as page:
         page.goto(url)
         chip = page.locator("#image-chip")
         expect(chip).to_be_hidden()
@@ -226,8 +227,6 @@ def test_image_chip_and_weights(demo_app: tuple[BandedEngine, str], browser: Any
         page.locator("#search").click()
         expect(status).not_to_contain_text("the uploaded image", timeout=30_000)
         expect(status).to_contain_text("for “a red heart”")
-    finally:
-        page.close()
 
     client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
     star = handle_file(str(_white_star(engine)))
@@ -248,8 +247,7 @@ def test_example_gallery_tab(demo_app: tuple[BandedEngine, str], browser: Any) -
 
     engine, url = demo_app
     summary = engine.summary()
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    with _page(browser, 1280, 900) as page:
         page.goto(url)
         page.get_by_role("tab", name="Example gallery").click()
         cards = page.locator("#example-gallery .cs-example")
@@ -268,8 +266,6 @@ def test_example_gallery_tab(demo_app: tuple[BandedEngine, str], browser: Any) -
         assert [thumbs.nth(i).get_attribute("alt") for i in range(thumbs.count())] == expected
         first.click()
         expect(page.locator("#status")).to_contain_text(f"for “{prompt.text}”", timeout=30_000)
-    finally:
-        page.close()
 
 
 def test_a_store_without_a_student_offers_english_examples_only(folder_store: Path, tmp_path: Path) -> None:

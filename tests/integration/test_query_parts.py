@@ -86,3 +86,9 @@ def test_precompute_writes_example_prompts(tiny_clip: Path, photo_dir: Path, tmp
     assert read_examples(store).prompts == (ExamplePrompt("a red circle"), ExamplePrompt("ein roter Kreis", "de"))
     english_only = SearchEngine.load(store).summary()  # no student: the German prompt is not offered
     assert english_only.examples == ("a red circle",) and english_only.languages == ("en",)
+
+
+def test_a_bad_image_weight_fails_only_its_own_request(demo: SearchEngine) -> None:
+    star = _white_star(demo)
+    bad, good = demo.search_many([Query("a red heart", image=star, image_weight=2.0), Query("a red heart", top_k=2)])
+    assert "image_weight must be from 0 to 1" in str(bad) and len(good.hits) == 2
