@@ -8,8 +8,10 @@ Each store is served by a subprocess (`python bench/load.py --serve STORE`) so t
 
 The two paths run interleaved level by level (gradio 1, json 1, gradio 10, json 10, ...), and the one-client
 level is run again at the end, so that drift of a shared machine shows; the one-client rate of a path is the mean
-of its two one-client runs. Stores: the demo store, and a synthetic 25k-row store (the demo store's models with
-25,000 random unit vectors and fake URLs, so no image is ever fetched).
+of its two one-client runs. Stores: the demo store (its tiny text encoder: a query costs well under a millisecond
+to encode, so HTTP handling is nearly all of a request), and a synthetic 25k-row store standing for Unsplash Lite
+on a Space: 25,000 random unit vectors, fake URLs (no image is ever fetched), and a random text encoder of the
+size of the multilingual student real CLIP ViT-B/32 stores use (DistilBERT: 6 layers, hidden 768).
 
     python bench/load.py                 # the full run (several minutes)
     python bench/load.py --small         # the test's setting: demo store, 1 and 20 clients
@@ -60,8 +62,26 @@ def queries(n: int, seed: int) -> list[str]:
     return [f"{rng.choice(('two', 'three', 'small', 'large'))} {rng.choice(COLOURS)} {rng.choice(SHAPES)} {rng.choice(PLACES)}" for _ in range(n)]
 
 
-def synthetic_store(out: Path, rows: int = 25_000, seed: int = 0) -> Path:
-    """The demo store's models and manifest with `rows` random unit vectors and fake https URLs."""
+def production_sized_student(out: Path, dim: int) -> Path:
+    """A random multilingual student the size of sentence-transformers/clip-ViT-B-32-multilingual-v1 (6 layers,
+    hidden 768, 12 heads, FFN 3072, mean pooling, a dense map to `dim`), with the demo student's tokenizer: what a
+    query costs to encode on a real Space, where the demo's tiny student costs a fraction of a millisecond."""
+    from transformers import BertTokenizerFast
+
+    from clip_search.config import DEMO_STORE
+    from clip_search.scratch import new_text_encoder
+    from clip_search.store import EmbeddingStore
+    from clip_search.text_student import assemble_student
+
+    tokenizer = BertTokenizerFast.from_pretrained(EmbeddingStore.open(DEMO_STORE).text_model_path())
+    body = new_text_encoder(tokenizer, out / "body", hidden_size=768, layers=6, heads=12)
+    assemble_student(str(body), dim).save(str(out / "student"))
+    return out / "student"
+
+
+def synthetic_store(out: Path, rows: int = 25_000, seed: int = 0, text_model: Path | None = None) -> Path:
+    """The demo store's models and manifest with `rows` random unit vectors and fake https URLs (and another
+    query text encoder, when `text_model` is given)."""
     import numpy as np
     import pyarrow as pa
 
@@ -74,7 +94,7 @@ def synthetic_store(out: Path, rows: int = 25_000, seed: int = 0) -> Path:
     ids = [f"img-{i:06d}" for i in range(rows)]
     metadata = pa.table({"id": ids, "url": [f"https://example.org/images/{i}.jpg" for i in ids], "caption": [f"synthetic image {i}" for i in ids]})
     model = replace(source.manifest.model, id=source.model_path())
-    manifest = replace(source.manifest, model=model, text_model=source.text_model_path(), count=rows, source=SourceInfo("url_list", rows))
+    manifest = replace(source.manifest, model=model, text_model=str(text_model or source.text_model_path()), count=rows, source=SourceInfo("url_list", rows))
     return write_store(out, vectors.astype(np.float16), metadata, (), manifest)
 
 
@@ -204,7 +224,8 @@ def bench_store(name: str, store: Path, levels: tuple[tuple[int, int], ...], wor
                 for text in queries(count, seed=99):
                     _, error = search_once(http, url, text, path)
                     if error:
-                        raise SystemExit(f"load.py: warm-up search ({path}) failed on {name}: {error}")
+                        log_file.flush()
+                        raise SystemExit(f"load.py: warm-up search ({path}) failed on {name}: {error}; the server's log ends:\n{(workdir / (name + '.log')).read_text()[-3000:]}")
         rss_before = rss_mib(server.pid)
         results = []
         for i, (clients, each) in enumerate((*levels, levels[0])):
@@ -263,8 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         stores = [("demo", DEMO_STORE)]
         if not args.small:
             t0 = time.perf_counter()
-            stores.append(("25k", synthetic_store(workdir / "store-25k")))
-            print(f"built the 25k-row store in {time.perf_counter() - t0:.1f} s", flush=True)
+            from clip_search.store import EmbeddingStore
+
+            student = production_sized_student(workdir / "student", EmbeddingStore.open(DEMO_STORE).dim)
+            stores.append(("25k", synthetic_store(workdir / "store-25k", text_model=student)))
+            print(f"built the 25k-row store (production-sized random student) in {time.perf_counter() - t0:.1f} s", flush=True)
         for name, store in stores:
             report[name] = bench_store(name, Path(store), levels, workdir)
     finally:

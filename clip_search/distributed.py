@@ -29,7 +29,6 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.config import LIBRARY_IMAGE_BACKEND
 from clip_search.errors import ClusterError, StoreError, one_line
 from clip_search.precompute import Embedded, EmbedTask, embed_into_shard, next_shard_number, progress_bar
 from clip_search.sources import Source
@@ -52,7 +51,7 @@ class PartitionJob:
     batch_size: int
     draft_size: int | None
     workdir: str
-    backend: str = LIBRARY_IMAGE_BACKEND  # the image backend, resolved by each worker for itself ("auto": its CPU default)
+    backend: str  # the image backend precompute resolved for the run (never "auto": one backend per store)
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class DaskEmbed:
     """The cluster engine of `precompute`: embeds an `EmbedTask`'s pending items as partitions on Dask workers."""
 
     client: Any  # distributed.Client
-    model: dict[str, Any]  # model, revision, device, dtype as given to precompute
+    model: dict[str, Any]  # model, revision, device, dtype as given to precompute (the backend comes with each task)
     partition_size: int
 
     @classmethod
@@ -85,7 +84,7 @@ class DaskEmbed:
             return Embedded(0, 0, 0)
         model = str(Path(self.model["model"]).resolve()) if Path(self.model["model"]).exists() else self.model["model"]
         workdir = task.workdir.resolve()
-        job = PartitionJob(model, self.model["revision"], self.model["device"], self.model["dtype"], task.batch_size, task.draft_size, str(workdir), self.model.get("backend", LIBRARY_IMAGE_BACKEND))
+        job = PartitionJob(model, self.model["revision"], self.model["device"], self.model["dtype"], task.batch_size, task.draft_size, str(workdir), task.backend)
         run = uuid.uuid4().hex[:8]  # names this run's shards and tasks apart from any other run's
         first = next_shard_number(workdir)
         source = self.client.submit(_same, task.source, key=f"clip-search-source-{run}", pure=False)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from clip_search.config import DEFAULT_TEXT_BATCH_SIZE, default_cache_dir
+from clip_search.config import DEFAULT_TEXT_BATCH_SIZE, ORT_SPIN_THREADS, default_cache_dir
 from clip_search.errors import ModelLoadError, one_line
 from clip_search.vectors import l2_normalise
 
@@ -124,10 +124,7 @@ class OnnxTextEncoder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(info.max_length, strategy="longest_first", direction=info.truncation_side)
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _cpu_count()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only
+        options = session_options(threads)
         try:
             session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, NoSuchFile) derive from Exception only
@@ -264,6 +261,19 @@ def _hub_commit(repo_id: str, revision: str | None) -> str | None:
         except OSError:
             return None
     return commit if (repo / "snapshots" / commit).is_dir() else None
+
+
+def session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime options of every clip-search session: `threads` intra-op threads (default: the usable cores),
+    one inter-op thread, errors only, and no spinning (config.ORT_SPIN_THREADS)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _cpu_count()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPIN_THREADS else "0")
+    return options
 
 
 def _cpu_count() -> int:

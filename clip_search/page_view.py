@@ -20,8 +20,8 @@ from clip_search.store import ExamplePrompt
 NO_STRONG_MATCH = "No strong matches — closest results:"
 STRONG, WEAK, NONE = "strong", "weak", "none"
 RELEVANCE_TIP = (
-    "Relevance: how clearly this image matches the query, judged against how this query scores over the whole "
-    "store (strong, weak or none), not a raw similarity."
+    "Relevance: how far this image stands out from the rest of the store for this query, relative to the best "
+    "result (100% when it stands out); banded strong, weak or none. Not a raw similarity (the preview shows that)."
 )
 SCORE_TIP = (
     "Score: the cosine similarity between the query and this image in CLIP's space (−1 to 1). It ranks the results "

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, LIBRARY_IMAGE_BACKEND, STORE_DTYPE
+from clip_search.config import AUTO_IMAGE_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
 from clip_search.sources import Source, SourceItem, open_source
@@ -94,6 +94,7 @@ class PrecomputeReport:
     pruned: int = 0  # rows dropped because their item left the source
     kept_missing: int = 0  # rows kept although their item left the source
     partitions: int = 0  # partitions embedded on a cluster by this run (0 for a single-machine run)
+    text_model: str | None = None  # the multilingual student recorded for queries (None: CLIP's own, English)
 
 
 @dataclass
@@ -298,7 +299,7 @@ def precompute(
     engine: str = LOCAL,
     cluster: Any = None,
     partition_size: int | None = None,
-    backend: str = LIBRARY_IMAGE_BACKEND,
+    backend: str = DEFAULT_IMAGE_BACKEND,
     examples: str | Path | StoreExamples | None = None,
 ) -> PrecomputeReport:
     """Embed the images of `source` with CLIP `model` into the store at `out`: new, updated, or resumed.
@@ -314,10 +315,10 @@ def precompute(
     `shard_size`'s). `out`, the source and the model must be at the same paths on every worker. The store
     is the one this machine alone would make; `num_workers` and `shard_size` apply to local runs only.
 
-    `backend` runs the image encoder: "torch" (the default: exactly `ClipEncoder.encode_pixels`), "onnx",
-    "onnx-int8" or "openvino" (a cached export, made once, CPU only), or "auto" (the command line's default):
-    the measured fastest that keeps quality on the CPU in float32, torch elsewhere (`clip_search.vision_backends`).
-    On a cluster each worker resolves and loads it for itself.
+    `backend` runs the image encoder: "torch" (exactly `ClipEncoder.encode_pixels`), "onnx", "onnx-int8" or
+    "openvino" (a cached export, made once, CPU only), or "auto" (the default): the measured fastest that keeps
+    quality on the CPU in float32, torch elsewhere (`clip_search.vision_backends`). The manifest records it; an
+    update keeps the store's backend. On a cluster, "auto" is resolved here and every worker runs that backend.
 
     `examples` (a file: one prompt a line, optionally `xx: prompt` with its language, or an examples.json) are the
     example prompts the store's page shows; without them a new store gets some of its own captions, and an updated
@@ -336,8 +337,7 @@ def precompute(
         raise StoreError(f"a cluster ({cluster}) is only used with engine 'dask'")
     if partition_size is not None and partition_size < 1:
         raise StoreError(f"partition_size must be at least 1, got {partition_size}")
-    if engine == LOCAL:
-        resolve_backend(backend, device, dtype)  # an unknown backend or a missing package: refused before any work
+    resolve_backend(backend, device, dtype)  # an unknown backend or a missing package: refused before any work
     if examples is not None and not isinstance(examples, StoreExamples):
         examples = read_examples_file(examples)
     if isinstance(source, str):
@@ -348,17 +348,32 @@ def precompute(
         if engine == DASK:
             from clip_search.distributed import DaskEmbed
 
-            spec = dict(model=model, revision=revision, device=device, dtype=dtype, backend=backend)
+            spec = dict(model=model, revision=revision, device=device, dtype=dtype)
             embed = stack.enter_context(DaskEmbed.connect(cluster, spec, partition_size or shard_size))
         lock = _lock(workdir, out)
         stack.callback(os.close, lock)
         old = _existing_store(out, model, overwrite)
+        backend = _store_backend(old, backend, device, dtype, out)
         clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)
         images = load_image_encoder(clip, backend) if engine == LOCAL else clip  # on a cluster, the workers load theirs
-        _prepare_workdir(workdir, _work_state(source, model, revision, resolve_backend(backend, device, dtype)), restart)
-        report = _run(source, out, workdir, clip, images, old, text_model, batch_size, embed, prune, progress, examples)
+        _prepare_workdir(workdir, _work_state(source, model, revision, backend), restart)
+        report = _run(source, out, workdir, clip, images, backend, old, text_model, batch_size, embed, prune, progress, examples)
         shutil.rmtree(workdir)
     return report
+
+
+def _store_backend(old: EmbeddingStore | None, backend: str, device: str | None, dtype: str | None, out: Path) -> str:
+    """The one backend that embeds this run: no store holds vectors of two backends, so an update keeps the
+    backend of the store's rows ("auto" takes it; another backend is refused unless the store is rebuilt)."""
+    chosen = resolve_backend(backend, device, dtype)
+    if old is None:
+        return chosen
+    made = old.manifest.model.backend
+    if backend in (None, AUTO_IMAGE_BACKEND):
+        return resolve_backend(made, device, dtype)
+    if chosen != made:
+        raise StoreError(f"{out} was embedded with image backend {made!r}: update it with backend {made!r} (or 'auto'), or allow overwrite to embed every image again with {chosen!r}")
+    return chosen
 
 
 def _work_state(source: Source, model: str, revision: str | None, backend: str) -> dict[str, Any]:
@@ -375,6 +390,7 @@ class EmbedTask:
     workdir: Path
     clip: ClipEncoder
     images: ImageEncoder  # what encodes the pixels: `clip` itself, or another backend's export of its image tower
+    backend: str  # the name of that backend (a cluster's workers load it for themselves)
     pending: list[int]  # source positions to embed, in source order
     batch_size: int
     total: int  # items in the source (for progress)
@@ -420,16 +436,43 @@ class _LocalEmbed:
         )
         writer = ShardWriter(task.workdir, self.shard_size)
         embedded = skipped = 0
+        clock = StageClock()
         with progress_bar(task) as bar:
-            for batch_indices, batch in zip(batches, loader):
-                embeddings = task.images.encode_pixels(batch.pixels) if batch.pixels is not None else None
-                writer.add(batch, embeddings)
+            decoded = iter(loader)
+            for batch_indices in batches:
+                with clock("wait for decode"):
+                    batch = next(decoded)
+                with clock("encode"):
+                    embeddings = task.images.encode_pixels(batch.pixels) if batch.pixels is not None else None
+                with clock("write"):
+                    writer.add(batch, embeddings)
                 embedded += len(batch.items)
                 skipped += len(batch.skipped)
-                bar.set_postfix(skipped=skipped, refresh=False)
+                bar.set_postfix(skipped=skipped, stages=clock.shares(), refresh=False)
                 bar.update(len(batch_indices))
             writer.flush()
         return Embedded(embedded, skipped)
+
+
+class StageClock:
+    """Seconds the main loop spent in each stage, shown as shares: where a run's time goes (a model at ~100 % is
+    the ceiling; time waiting for decode says more decoding workers would help)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    def shares(self) -> str:
+        """"wait for decode 3% · encode 96% · write 1%": each stage's share of the time so far."""
+        total = sum(self.seconds.values()) or 1.0
+        return " · ".join(f"{stage} {100 * t / total:.0f}%" for stage, t in self.seconds.items())
 
 
 def embed_into_shard(source: Source, positions: Sequence[int], clip: ClipEncoder, batch_size: int, draft_size: int | None, workdir: Path, name: str, encoder: ImageEncoder | None = None) -> Embedded:
@@ -454,7 +497,7 @@ def progress_bar(task: EmbedTask) -> tqdm:
     return tqdm(total=task.total, initial=task.total - len(task.pending), unit="img", desc="precompute", disable=not task.progress, smoothing=0.1, dynamic_ncols=True)
 
 
-def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: ImageEncoder, old: EmbeddingStore | None, text_model: str | None, batch_size: int, embed: Callable[[EmbedTask], Embedded], prune: bool, progress: bool, examples: StoreExamples | None = None) -> PrecomputeReport:
+def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: ImageEncoder, backend: str, old: EmbeddingStore | None, text_model: str | None, batch_size: int, embed: Callable[[EmbedTask], Embedded], prune: bool, progress: bool, examples: StoreExamples | None = None) -> PrecomputeReport:
     known = _Known.gather(old, workdir)
     total = len(source)
     keys = _keys(source, known)
@@ -464,14 +507,14 @@ def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: Im
         log.info("resuming %s: %d of %d items already done", workdir, resumed, total)
 
     started = time.perf_counter()
-    done = embed(EmbedTask(source, workdir, clip, images, pending, batch_size, total, progress))
+    done = embed(EmbedTask(source, workdir, clip, images, backend, pending, batch_size, total, progress))
     seconds = time.perf_counter() - started
     embedded = done.images
     chosen_text_model = KNOWN_STUDENTS.get(clip.model_id) if text_model == AUTO else text_model
-    summary = _finalise(source, out, workdir, clip, old, keys, chosen_text_model, prune, examples)
+    summary = _finalise(source, out, workdir, clip, backend, old, keys, chosen_text_model, prune, examples)
     rate = embedded / seconds if seconds > 0 and embedded else 0.0
     log.info("wrote %s: %d embeddings (%d new), %d skipped, %.1f images/s", out, summary["count"], embedded, summary["skipped"], rate)
-    return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"], done.partitions)
+    return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"], done.partitions, chosen_text_model)
 
 
 def _keys(source: Source, known: _Known) -> list[tuple[str, str]] | None:
@@ -485,7 +528,7 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the encoder for cores
 
 
-def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: EmbeddingStore | None, keys: list[tuple[str, str]] | None, text_model: str | None, prune: bool, examples: StoreExamples | None = None) -> dict[str, int]:
+def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backend: str, old: EmbeddingStore | None, keys: list[tuple[str, str]] | None, text_model: str | None, prune: bool, examples: StoreExamples | None = None) -> dict[str, int]:
     """Assemble the store in source order from everything known, and write it (replacing an old one whole), with
     its example prompts: `examples`, else the ones it has, else some of its captions."""
     known = _Known.gather(old, workdir)
@@ -523,7 +566,7 @@ def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, old: 
     metadata = _table(rows)
     count, reasons = skip_summary(skipped)
     manifest = Manifest(
-        model=ModelRef(portable_ref(clip.model_id, out), clip.revision, clip.commit_hash),
+        model=ModelRef(portable_ref(clip.model_id, out), clip.revision, clip.commit_hash, backend),
         dim=clip.dim,
         count=len(rows),
         source=portable_source(SourceInfo(**source.describe()), out),

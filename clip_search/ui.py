@@ -451,8 +451,11 @@ def sort_result(result: SearchResult, sort: str) -> SearchResult:
     """`result` with its hits in the order of a metadata column ("-column": descending); label rows follow their hits."""
     descending = sort.startswith("-")
     ordered = sort_hits(result.hits, sort[1:] if descending else sort, descending=descending)
-    probabilities = None if result.probabilities is None else result.probabilities[[h.rank - 1 for h in ordered]]
-    return replace(result, hits=ordered, probabilities=probabilities)
+    place = {id(hit): i for i, hit in enumerate(result.hits)}
+    order = [place[id(hit)] for hit in ordered]
+    probabilities = None if result.probabilities is None else result.probabilities[order]
+    none_of_these = None if result.none_of_these is None else result.none_of_these[order]
+    return replace(result, hits=ordered, probabilities=probabilities, none_of_these=none_of_these)
 
 
 def _where(value: Any) -> tuple[str, ...]:
@@ -801,14 +804,14 @@ def _api_error(status: int, message: str) -> JSONResponse:
 
 
 def _table(result: SearchResult | None) -> dict[str, Any]:
-    """One row per result: rank, id, top label, then its probability for every label (rows sum to 1)."""
-    if result is None or result.probabilities is None:
+    """One row per result: rank, id, top label, then its probability for every label and "none of these" (rows sum to 1)."""
+    if result is None or result.label_table is None:
         return {"headers": list(TABLE_FIXED_HEADERS), "data": []}
     rows = [
         [hit.rank, _clip(hit.id, 60), hit.labels[0][0] if hit.labels else "", *(f"{p:.3f}" for p in probs)]
-        for hit, probs in zip(result.hits, result.probabilities)
+        for hit, probs in zip(result.hits, result.label_table)
     ]
-    return {"headers": [*TABLE_FIXED_HEADERS, *result.labels], "data": rows}
+    return {"headers": [*TABLE_FIXED_HEADERS, *result.label_columns], "data": rows}
 
 
 def _status(form: SearchRequest, with_image: bool, result: SearchResult) -> str:

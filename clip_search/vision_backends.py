@@ -36,7 +36,7 @@ import numpy as np
 
 from clip_search.config import AUTO_IMAGE_BACKEND, CPU_IMAGE_BACKEND, IMAGE_BACKENDS, ONNX_BACKEND, ONNX_INT8_BACKEND, OPENVINO_BACKEND, TORCH_BACKEND
 from clip_search.errors import ModelLoadError, one_line
-from clip_search.onnx_text import _cpu_count, export_key, exports_root, publish_export
+from clip_search.onnx_text import _cpu_count, export_key, exports_root, publish_export, session_options
 from clip_search.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
@@ -242,11 +242,7 @@ def _open(folder: Path, backend: str, threads: int | None) -> ImageEncoder:
             return OpenVinoImageEncoder(core.compile_model(core.read_model(str(path)), "CPU", config), info, folder)
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        return OnnxImageEncoder(ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"]), info, folder)
+        return OnnxImageEncoder(ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]), info, folder)
     except Exception as exc:  # the runtimes' load errors derive from Exception (or RuntimeError) only
         raise ModelLoadError(f"image-encoder export {path} cannot be loaded ({one_line(exc)}); delete {folder} to export again") from None
 

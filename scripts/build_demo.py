@@ -49,7 +49,7 @@ def main() -> int:
     from clip_search.precompute import precompute
 
     images = write_store_images(config.DEMO_STORE / "images")
-    precompute(str(images), config.DEMO_STORE, model=str(clip_dir), text_model=str(student_dir), batch_size=64, num_workers=0, overwrite=True)
+    precompute(str(images), config.DEMO_STORE, model=str(clip_dir), text_model=str(student_dir), batch_size=64, num_workers=0, overwrite=True, backend="torch")  # what eval measures
     write_demo_examples(config.DEMO_STORE)
     from clip_search.demo.evaluate import evaluate
 

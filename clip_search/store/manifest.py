@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from clip_search.config import STORE_DTYPE, STORE_FORMAT_VERSION
+from clip_search.config import IMAGE_BACKENDS, STORE_DTYPE, STORE_FORMAT_VERSION, TORCH_BACKEND
 from clip_search.errors import StoreError
 
 MANIFEST = "manifest.json"
@@ -26,11 +26,13 @@ _ROW_PREFIX = re.compile(r"^row \d+: ")
 
 @dataclass(frozen=True)
 class ModelRef:
-    """The CLIP that made the image embeddings: a hub id or a path relative to the store, with its revision."""
+    """The CLIP that made the image embeddings: a hub id or a path relative to the store, with its revision, and
+    the backend that ran its image tower (a store written before backends were recorded was made by torch)."""
 
     id: str
     revision: str | None = None
     commit: str | None = None
+    backend: str = TORCH_BACKEND
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class _Fields:
                 id=self.get(model, "id", _is_text, "a non-empty string", prefix="model."),
                 revision=self.get(model, "revision", _is_optional_text, "a string or null", prefix="model.", required=False),
                 commit=self.get(model, "commit", _is_optional_text, "a string or null", prefix="model.", required=False),
+                backend=self.get(model, "backend", lambda v: v in IMAGE_BACKENDS, f"one of {', '.join(IMAGE_BACKENDS)}", prefix="model.", required=False, default=TORCH_BACKEND),
             ),
             dim=self.get(raw, "dim", lambda v: _is_count(v) and v > 0, "a positive integer"),
             count=self.get(raw, "count", _is_count, "a non-negative integer"),

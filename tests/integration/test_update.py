@@ -46,8 +46,9 @@ class EncoderCalls:
         monkeypatch.setattr(ClipEncoder, "encode_pixels", counting)
 
 
-def build(folder: Path, out: Path, tiny_clip: Path, **options) -> object:
-    return precompute(str(folder), out, model=str(tiny_clip), text_model=None, batch_size=8, shard_size=16, num_workers=0, progress=False, **options)
+def build(folder: Path, out: Path, tiny_clip: Path, shard_size: int = 16, **options) -> object:
+    """Precompute with torch, whose encoder calls the tests count."""
+    return precompute(str(folder), out, model=str(tiny_clip), text_model=None, batch_size=8, shard_size=shard_size, num_workers=0, progress=False, backend="torch", **options)
 
 
 def test_update_embeds_only_new_images_and_equals_a_rebuild(tmp_path: Path, tiny_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,17 +140,17 @@ def test_resume_re_embeds_what_changed_since_the_interruption(tmp_path: Path, ti
 
     monkeypatch.setattr(ClipEncoder, "encode_pixels", interrupted)
     with pytest.raises(Interrupt):
-        precompute(str(folder), tmp_path / "store", model=str(tiny_clip), text_model=None, batch_size=8, shard_size=8, num_workers=0, progress=False)
+        build(folder, tmp_path / "store", tiny_clip, shard_size=8)
     monkeypatch.setattr(ClipEncoder, "encode_pixels", real)
     assert len(list((tmp_path / "store.partial").glob("shard-*"))) == 2  # p0000–p0015 are done
 
     draw_photo("blue", "square", 64).save(folder / "p0003.png")  # edited after it was embedded
     (folder / "p0009.png").rename(folder / "renamed.png")  # renamed after it was embedded
     calls = EncoderCalls(monkeypatch)
-    report = precompute(str(folder), tmp_path / "store", model=str(tiny_clip), text_model=None, batch_size=8, shard_size=8, num_workers=0, progress=False)
+    report = build(folder, tmp_path / "store", tiny_clip, shard_size=8)
     assert report.resumed_from == 14 and calls.images == 26  # 24 never done + the edited one + the renamed one
 
-    precompute(str(folder), tmp_path / "rebuilt", model=str(tiny_clip), text_model=None, batch_size=8, num_workers=0, progress=False)
+    build(folder, tmp_path / "rebuilt", tiny_clip)
     resumed, rebuilt = EmbeddingStore.open(tmp_path / "store"), EmbeddingStore.open(tmp_path / "rebuilt")
     assert [r["id"] for r in resumed.rows(range(40))] == [r["id"] for r in rebuilt.rows(range(40))]
     assert "p0009.png" not in [r["id"] for r in resumed.rows(range(40))]

@@ -222,3 +222,11 @@ def test_an_export_that_does_not_match_is_not_kept(tiny_clip: Path, tmp_path: Pa
         export_text_encoder(str(tiny_clip), "clip-text", cache_dir=tmp_path)
     assert list((tmp_path / "exports").iterdir()) == []
     assert cached_export(str(tiny_clip), "clip-text", cache_dir=tmp_path) is None
+
+
+def test_sessions_do_not_spin() -> None:
+    from clip_search.onnx_text import session_options
+
+    options = session_options(3)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)

@@ -3,6 +3,7 @@ usable by precompute, and refused in one line when unknown or not installed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -14,7 +15,7 @@ import torch
 
 from clip_search.clip_model import ClipEncoder
 from clip_search.config import CPU_IMAGE_BACKEND, IMAGE_BACKENDS
-from clip_search.errors import ModelLoadError
+from clip_search.errors import ModelLoadError, StoreError
 from clip_search.precompute import precompute
 from clip_search.store import EmbeddingStore
 from clip_search import vision_backends
@@ -109,11 +110,23 @@ def test_an_export_below_its_floor_is_refused_and_not_kept(tiny_clip: Path, tmp_
     assert not list((cache / "exports").glob(".tmp-*"))
 
 
+def _build(photo_dir: Path, out: Path, tiny_clip: Path, **options: object) -> object:
+    return precompute(str(photo_dir), out, model=str(tiny_clip), text_model=None, batch_size=4, num_workers=0, progress=False, **options)
+
+
+@pytest.fixture(scope="module")
+def torch_store(tiny_clip: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("torch") / "store"
+    _build(photo_dir, out, tiny_clip, backend="torch")
+    return out
+
+
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
-def test_precompute_with_each_backend(tiny_clip: Path, photo_dir: Path, folder_store: Path, tmp_path: Path, backend: str) -> None:
+def test_precompute_with_each_backend(tiny_clip: Path, photo_dir: Path, torch_store: Path, tmp_path: Path, backend: str) -> None:
     out = tmp_path / backend
-    report = precompute(str(photo_dir), out, model=str(tiny_clip), text_model=None, batch_size=4, num_workers=0, progress=False, backend=backend)
-    store, reference = EmbeddingStore.open(out), EmbeddingStore.open(folder_store)  # folder_store: built with torch
+    report = _build(photo_dir, out, tiny_clip, backend=backend)
+    store, reference = EmbeddingStore.open(out), EmbeddingStore.open(torch_store)
+    assert store.manifest.model.backend == backend and reference.manifest.model.backend == "torch"
     assert report.count == len(reference) == 16
     assert store.metadata.column("id").to_pylist() == reference.metadata.column("id").to_pylist()
     got, want = store.vectors(range(16)), reference.vectors(range(16))
@@ -156,11 +169,35 @@ def test_cli_refuses_an_unknown_backend(capsys: pytest.CaptureFixture[str]) -> N
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
 
 
-def test_cli_and_library_default_to_torch() -> None:
+def test_cli_and_library_default_to_auto() -> None:
     import inspect
 
     from clip_search.cli import build_parser
     from clip_search.precompute import precompute
 
-    assert build_parser().parse_args(["precompute", "somewhere", "--out", "x"]).backend == "torch"
-    assert inspect.signature(precompute).parameters["backend"].default == "torch"
+    assert build_parser().parse_args(["precompute", "somewhere", "--out", "x"]).backend == "auto"
+    assert inspect.signature(precompute).parameters["backend"].default == "auto"
+
+
+def test_an_update_keeps_the_backend_of_the_store(tiny_clip: Path, photo_dir: Path, torch_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(torch_store, store)
+    report = _build(photo_dir, store, tiny_clip)  # "auto" takes the store's backend, not the CPU default
+    assert report.embedded == 0 and EmbeddingStore.open(store).manifest.model.backend == "torch"
+    with pytest.raises(StoreError, match=r"was embedded with image backend 'torch': update it with backend 'torch' \(or 'auto'\), or allow overwrite"):
+        _build(photo_dir, store, tiny_clip, backend=CPU_IMAGE_BACKEND)
+    _build(photo_dir, store, tiny_clip, backend=CPU_IMAGE_BACKEND, overwrite=True)
+    assert EmbeddingStore.open(store).manifest.model.backend == CPU_IMAGE_BACKEND
+
+
+def test_a_store_without_a_recorded_backend_was_made_by_torch(torch_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(torch_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    del manifest["model"]["backend"]
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    assert EmbeddingStore.open(store).manifest.model.backend == "torch"
+    manifest["model"]["backend"] = "tensorrt"
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="field 'model.backend' must be one of torch, onnx, onnx-int8, openvino"):
+        EmbeddingStore.open(store)
