@@ -369,3 +369,20 @@ def test_a_truncated_query_is_said_on_the_page(demo_app: tuple[BandedEngine, str
     assert "the query was cut at the text encoder's token limit" in status
     event, (_, _, status) = _call(url, "search", ["a red star", "", None, 3, ""])
     assert "cut at the" not in status
+
+
+def test_sorting_keeps_each_hit_with_its_label_row() -> None:
+    import numpy as np
+
+    from clip_search.engine import Hit
+    from clip_search.ui import _table, sort_result
+
+    hits = [Hit(i + 1, i, f"id{i}", 1 - i / 10, f"/p/{i}.png", None, {"id": f"id{i}", "year": year}, (("cat", p),)) for i, (year, p) in enumerate([(2020, 0.7), (2018, 0.2), (2019, 0.5)])]
+    probabilities = np.array([[0.7, 0.1], [0.2, 0.3], [0.5, 0.1]])
+    result = SearchResult(hits, ["cat", "dog"], probabilities, {}, none_of_these=1 - probabilities.sum(axis=1))
+    ordered = sort_result(result, "-year")
+    assert [h.metadata["year"] for h in ordered.hits] == [2020, 2019, 2018]
+    table = _table(ordered)
+    assert [row[1] for row in table["data"]] == ["id0", "id2", "id1"]
+    assert [row[3] for row in table["data"]] == ["0.700", "0.500", "0.200"]  # each row still its hit's
+    assert [float(row[-1]) for row in table["data"]] == pytest.approx([0.2, 0.4, 0.5])
