@@ -110,9 +110,9 @@ APP_MAX_CONDITIONS = 16  # metadata conditions ("where") per search
 APP_IMAGE_MAX_AGE_S = 3600  # how long a browser may cache a result image (its URL names the store's revision)
 APP_MAX_PAGES = 8  # "more results" shows up to this many pages of `top_k` results
 APP_GALLERY_THUMBNAILS = 4  # results shown for each example prompt in the page's example gallery
-APP_MAX_NEGATIVE_WEIGHT = 2.0
+APP_MAX_NEGATIVE_WEIGHT = 2.0  # the page's "… but not" weight slider goes from 0 to this
 APP_NARROW_WIDTH = 700  # a page narrower than this (px, a phone) opens with the label table collapsed
-APP_TRY_PROMPTS = 8  # example prompts shown as links under the query box  # the page's "… but not" weight slider goes from 0 to this
+APP_TRY_PROMPTS = 8  # example prompts shown as links under the query box
 # Example prompts for a store that ships none (as language, text), one per language: en, de, fr, es, ru, zh, ja.
 # A store whose queries go through CLIP's own (English) text encoder shows the English ones only.
 APP_EXAMPLE_PROMPTS: tuple[tuple[str, str], ...] = (
