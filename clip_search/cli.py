@@ -63,6 +63,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         partition_size=args.partition_size,
         backend=args.backend,
+        examples=args.examples,
     )
     changes = [f"{report.embedded} encoded now"] if report.reused or report.pruned or report.kept_missing else []
     changes += [f"{report.reused} unchanged"] if report.reused else []
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default=None, metavar="ADDRESS", help="Dask scheduler address for --engine dask, e.g. tcp://10.0.0.5:8786; --out, the source and the model must be at the same paths on every worker")
     p.add_argument("--partition-size", type=int, default=None, help="items per partition (one task, one shard) with --engine dask, rounded up to whole batches (default: --shard-size)")
     p.add_argument("--backend", default=config.DEFAULT_IMAGE_BACKEND, choices=[config.AUTO_IMAGE_BACKEND, *config.IMAGE_BACKENDS], help=f"how images are encoded: torch, or an export made once and cached (onnx, onnx-int8, openvino; CPU only); auto is {config.CPU_IMAGE_BACKEND} on the CPU in float32, else torch, and an update keeps the store's (default %(default)s)")
+    p.add_argument("--examples", default=None, metavar="FILE", help="example prompts for the store's page: one a line, optionally 'de: ein roter Stern' to name the language, or an examples.json (default: some of the store's own captions)")
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("search", help="search a store by text and/or image")

@@ -86,11 +86,22 @@ class ClipEncoder:
         chunks = [self.encode_pixels(self.preprocess(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
+    @property
+    def max_text_tokens(self) -> int:
+        """The longest text, in tokens, CLIP's text encoder reads; longer ones are cut."""
+        tokenizer = self.processor.tokenizer
+        return min(int(tokenizer.model_max_length), int(self.model.config.text_config.max_position_embeddings))
+
+    def truncates(self, texts: Sequence[str]) -> list[bool]:
+        """Per text: whether it is longer than the text encoder reads, so only its start is embedded."""
+        limit = self.max_text_tokens
+        return [len(ids) > limit for ids in self.processor.tokenizer(list(texts), truncation=False)["input_ids"]]
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH_SIZE) -> np.ndarray:
         """Text embeddings through CLIP's own text encoder: N×D, L2-normalised, float32."""
         tokenizer = self.processor.tokenizer
-        max_len = min(int(tokenizer.model_max_length), int(self.model.config.text_config.max_position_embeddings))
+        max_len = self.max_text_tokens
         chunks = []
         for i in range(0, len(texts), batch_size):
             # Pad only to the longest text of the batch: a lone query runs unpadded (about 2x faster).

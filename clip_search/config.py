@@ -116,15 +116,21 @@ APP_API_MAX_BODY_BYTES = 256_000  # a JSON API request body larger than this is 
 APP_MAX_CONDITIONS = 16  # metadata conditions ("where") per search
 APP_MAX_LABELLED = 10_000  # results one session may label for export (the labels file of train-classifier --labels)
 APP_IMAGE_MAX_AGE_S = 3600  # how long a browser may cache a result image (its URL names the store's revision)
-# Example prompts shown under the query box, one per language: en, de, fr, es, ru, zh, ja.
-APP_EXAMPLE_QUERIES: tuple[str, ...] = (
-    "a dog running on the beach",
-    "ein rotes Auto in der Stadt",
-    "un chat qui dort sur un canapé",
-    "una puesta de sol sobre el mar",
-    "горы под снегом",
-    "夜晚的城市街道",
-    "桜の木と青い空",
+APP_MAX_PAGES = 8  # "more results" shows up to this many pages of `top_k` results
+APP_GALLERY_THUMBNAILS = 4  # results shown for each example prompt in the page's example gallery
+APP_MAX_NEGATIVE_WEIGHT = 2.0  # the page's "… but not" weight slider goes from 0 to this
+APP_NARROW_WIDTH = 700  # a page narrower than this (px, a phone) opens with the label table collapsed
+APP_TRY_PROMPTS = 8  # example prompts shown as links under the query box
+# Example prompts for a store that ships none (as language, text), one per language: en, de, fr, es, ru, zh, ja.
+# A store whose queries go through CLIP's own (English) text encoder shows the English ones only.
+APP_EXAMPLE_PROMPTS: tuple[tuple[str, str], ...] = (
+    ("en", "a dog running on the beach"),
+    ("de", "ein rotes Auto in der Stadt"),
+    ("fr", "un chat qui dort sur un canapé"),
+    ("es", "una puesta de sol sobre el mar"),
+    ("ru", "горы под снегом"),
+    ("zh", "夜晚的城市街道"),
+    ("ja", "桜の木と青い空"),
 )
 
 # Multilingual distillation (clip_search.distill): the student learns to put a sentence and its translation

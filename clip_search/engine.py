@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from clip_search.classify import embed_labels, embed_prompts, label_prompts, labels_language, open_set_probabilities, zero_shot_probabilities
-from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, NONE_OF_THESE
+from clip_search.config import APP_EXAMPLE_PROMPTS, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, NONE_OF_THESE
 from clip_search.errors import ClipSearchError, QueryError, StoreError
 from clip_search.filters import Condition, LabelCondition, label_mask, parse_conditions, parse_label_conditions, row_mask
 from clip_search.relevance import RelevanceScale, kept, parse_min_score, sample_rows
-from clip_search.search import DEFAULT_NEGATIVE_WEIGHT, combine_query
-from clip_search.store import EmbeddingStore, same_model
+from clip_search.search import DEFAULT_IMAGE_WEIGHT, DEFAULT_NEGATIVE_WEIGHT, combine_query
+from clip_search.store import CAPTION_COLUMNS, EmbeddingStore, ExamplePrompt, same_model
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLIP_TEXT = "clip"  # the text_model value that asks for CLIP's own text encoder
-CAPTION_COLUMNS = ("caption", "text", "description", "title")
 HIDDEN_COLUMNS = ("fingerprint", "path_bytes")  # bookkeeping columns a hit's metadata leaves out
+REFERENCE_COLUMNS = ("id", "path", "url", "row")  # where an image is: not offered for sorting and filtering
+ENGLISH = "en"
 
 
 class TextEncoder(Protocol):
@@ -80,6 +81,7 @@ class SearchResult:
     probabilities: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     none_of_these: np.ndarray | None = None
+    truncated: tuple[str, ...] = ()  # the query parts ("query", "negative") cut at the text encoder's token limit
 
     @property
     def label_columns(self) -> list[str]:
@@ -107,6 +109,7 @@ class Query:
     templates: Sequence[str] | None = None
     top_labels: int = DEFAULT_TOP_LABELS
     negative_weight: float = DEFAULT_NEGATIVE_WEIGHT
+    image_weight: float = DEFAULT_IMAGE_WEIGHT
     min_score: float | str | None = None
     open_set: bool = True
     where_labels: Sequence[str | LabelCondition] = ()
@@ -121,6 +124,9 @@ class StoreSummary:
     multilingual: bool
     examples: tuple[str, ...]
     notice: str | None
+    prompts: tuple[ExamplePrompt, ...] = ()  # the examples with their languages
+    languages: tuple[str, ...] | None = None  # the query languages understood, when known (None: many, unlisted)
+    columns: tuple[str, ...] = ()  # metadata columns a search may filter and sort on
 
 
 class SearchEngine:
@@ -246,12 +252,26 @@ class SearchEngine:
         return {t.name: t.labels for c in self.classifiers for t in c.tasks}
 
     def summary(self) -> StoreSummary:
-        """How many images, which model, which languages, and the store's example prompts and notice."""
+        """How many images, which model, which query languages, the metadata columns, and the store's example prompts
+        (only those in a language its text encoder understands: English alone without a multilingual one) and notice."""
         shipped = self.store.examples()
         model = self.store.model_id
         name = Path(model).name if model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1 else model
-        examples = shipped.queries if shipped else APP_EXAMPLE_QUERIES
-        return StoreSummary(len(self.store), name, self.multilingual, tuple(examples), shipped.notice if shipped else None)
+        languages = shipped.languages if shipped and shipped.languages else None
+        if not self.multilingual:
+            languages = (ENGLISH,)
+        offered = shipped.prompts if shipped else tuple(ExamplePrompt(text, lang) for lang, text in APP_EXAMPLE_PROMPTS)
+        prompts = tuple(p for p in offered if languages is None or p.language is None or p.language in languages)
+        columns = tuple(c for c in self.store.metadata.column_names if c not in HIDDEN_COLUMNS + REFERENCE_COLUMNS and not c.startswith("_"))
+        notice = shipped.notice if shipped else None
+        return StoreSummary(len(self.store), name, self.multilingual, tuple(p.text for p in prompts), notice, prompts, languages, columns)
+
+    def truncated_texts(self, texts: Sequence[str]) -> set[str]:
+        """Those of `texts` longer than the text encoder reads: it embeds only their first tokens."""
+        check = getattr(self.text_encoder, "truncates", None)
+        if check is None or not texts:
+            return set()
+        return {text for text, cut in zip(texts, check(list(texts))) if cut}
 
     def encode_text(self, text: str) -> np.ndarray:
         """A query text's unit vector in the store's space."""
@@ -286,18 +306,21 @@ class SearchEngine:
         templates: Sequence[str] | None = None,
         top_labels: int = DEFAULT_TOP_LABELS,
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        image_weight: float = DEFAULT_IMAGE_WEIGHT,
         min_score: float | str | None = None,
         open_set: bool = True,
         where_labels: Sequence[str | LabelCondition] = (),
     ) -> SearchResult:
         """The best `top_k` images for a text and/or image query, pushed away from `negative`, among the rows that
         pass every `where` condition and carry every `where_labels` label ("TASK=LABEL", by the loaded
-        classifiers), classified on `labels`.
+        classifiers), classified on `labels`. With both a text and an image, `image_weight` (0 to 1) is the image's
+        share of the query.
 
         Every hit carries its relevance and band; `min_score` keeps only hits of at least that relevance (0..1),
         or with "auto" those whose band is strong or weak (None keeps all `top_k`). Labels are put in `templates`,
         by default those of the labels' language through a multilingual student (`classify.label_prompts`), else
-        CLIP's English ensemble; `open_set` adds "none of these" (a single label is then a yes/no)."""
+        CLIP's English ensemble; `open_set` adds "none of these" (a single label is then a yes/no). `truncated` on
+        the result names the query parts cut at the text encoder's token limit."""
         if top_k < 1:
             raise QueryError(f"top_k must be at least 1, got {top_k}")
         min_score = _min_score(min_score)
@@ -305,20 +328,23 @@ class SearchEngine:
         conditions = parse_conditions(where) + parse_label_conditions(where_labels)
         allowed = self._mask_cache(conditions) if conditions else None
         positives = []
-        if text is not None and text.strip():
+        has_text = text is not None and bool(text.strip())
+        if has_text:
             positives.append(self.encode_text(text))
         if image is not None:
             positives.append(self.encode_image(image))
         if not positives:
             raise QueryError("the query is empty: type what you are looking for, or give an image")
         negatives = [self.encode_text(negative)] if negative and negative.strip() else []
-        query = combine_query(positives, negatives, negative_weight=negative_weight)
+        query = combine_query(positives, negatives, negative_weight=negative_weight, weights=_part_weights(has_text, image is not None, image_weight))
         t1 = time.perf_counter()
         found, found_scores = self.index.search(query[None, :], top_k, allowed)
         keep = found[0] >= 0
         t2 = time.perf_counter()
         timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
-        return self._result(query, found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings, min_score, open_set)
+        result = self._result(query, found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings, min_score, open_set)
+        result.truncated = _cut_parts(self.truncated_texts([t for t in (text, negative) if t and t.strip()]), text, negative)
+        return result
 
     def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
         """Many searches at once, each answered as `search` would answer it alone: its result, or the
@@ -345,6 +371,7 @@ class SearchEngine:
                 if not positives and q.image is None:
                     raise QueryError("the query is empty: type what you are looking for, or give an image")
                 negatives = [" ".join(q.negative.split())] if q.negative and q.negative.strip() else []
+                _part_weights(bool(positives), q.image is not None, q.image_weight)  # a weight out of range fails here, alone
             except ClipSearchError as exc:
                 out[i] = exc
                 continue
@@ -360,7 +387,8 @@ class SearchEngine:
         for i, conditions, positives, negatives, _ in planned:
             q = queries[i]
             parts = [text_vectors[t] for t in positives] + ([image_vectors[i]] if i in image_vectors else [])
-            vectors[i] = combine_query(parts, [text_vectors[t] for t in negatives], negative_weight=q.negative_weight)
+            weights = _part_weights(bool(positives), i in image_vectors, q.image_weight)
+            vectors[i] = combine_query(parts, [text_vectors[t] for t in negatives], negative_weight=q.negative_weight, weights=weights)
             key = (conditions,) if getattr(self.index, "kind", None) == "exact" else (conditions, q.top_k)
             groups.setdefault(key, []).append(i)
         t1 = time.perf_counter()
@@ -375,12 +403,16 @@ class SearchEngine:
                 found[i] = (top_rows[keep], top_scores[keep])
         t2 = time.perf_counter()
         shared = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
+        cut = self.truncated_texts(texts)
         for i, *_ in planned:
             q = queries[i]
             try:
-                out[i] = self._result(vectors[i], *found[i], q.labels, q.templates, q.top_labels, shared, _min_score(q.min_score), q.open_set)
+                result = self._result(vectors[i], *found[i], q.labels, q.templates, q.top_labels, shared, _min_score(q.min_score), q.open_set)
             except ClipSearchError as exc:
                 out[i] = exc
+                continue
+            result.truncated = _cut_parts(cut, q.text, q.negative)
+            out[i] = result
         return out  # type: ignore[return-value]
 
     def image_for(self, hit: Hit) -> str | Image.Image:
@@ -501,3 +533,34 @@ def _load_classifiers(refs: Sequence[str | Path]) -> list[Classifier]:
     from clip_search.classifier import Classifier
 
     return [Classifier.from_pretrained(ref) for ref in refs]
+
+
+def _part_weights(has_text: bool, has_image: bool, image_weight: float) -> tuple[float, ...] | None:
+    """The shares of a query's positive parts (text first): `image_weight` for the image when both are given."""
+    if not (has_text and has_image):
+        return None
+    if not 0.0 <= image_weight <= 1.0:
+        raise QueryError(f"image_weight must be from 0 to 1, got {image_weight}")
+    return (1.0 - image_weight, image_weight)
+
+
+def _cut_parts(cut: set[str], text: str | None, negative: str | None) -> tuple[str, ...]:
+    """Which of a query's text parts are among the `cut` (truncated) texts, by name."""
+    def norm(t: str | None) -> str:
+        return " ".join((t or "").split())
+
+    return tuple(name for name, t in (("query", text), ("negative", negative)) if t and (norm(t) in cut or t in cut))
+
+
+def sort_hits(hits: Sequence[Hit], column: str, *, descending: bool = False) -> list[Hit]:
+    """`hits` ordered by a metadata column (values compared as stored; missing ones last), ties kept in rank order;
+    a column no hit has is a QueryError naming it."""
+    if hits and not any(column in h.metadata for h in hits):
+        raise QueryError(f"sort: the results have no column {column!r}; they have: {', '.join(sorted(hits[0].metadata))}")
+    present = [h for h in hits if h.metadata.get(column) is not None]
+    missing = [h for h in hits if h.metadata.get(column) is None]
+    try:
+        ordered = sorted(present, key=lambda h: h.metadata[column], reverse=descending)
+    except TypeError:  # mixed types in one column: compare as text
+        ordered = sorted(present, key=lambda h: str(h.metadata[column]), reverse=descending)
+    return ordered + missing

@@ -143,6 +143,10 @@ class OnnxTextEncoder:
         """Token ids per text, truncated as the original tokenizer truncates, unpadded."""
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
+    def truncates(self, texts: Sequence[str]) -> list[bool]:
+        """Per text: whether it is longer than the encoder reads (max_length tokens), so only its start is embedded."""
+        return [bool(e.overflowing) for e in self.tokenizer.encode_batch(list(texts))]
+
     def encode_texts(self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH_SIZE) -> np.ndarray:
         """Text embeddings: N×D, L2-normalised, float32. A lone text runs unpadded; a batch pads to its longest."""
         if not texts:

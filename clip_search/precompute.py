@@ -44,7 +44,9 @@ from clip_search.errors import SkipItem, StoreError
 from clip_search.sources import Source, SourceItem, open_source
 from clip_search.vision_backends import ImageEncoder, load_image_encoder, resolve_backend
 from clip_search.store import (
+    CAPTION_COLUMNS,
     EMBEDDINGS,
+    EXAMPLES,
     MANIFEST,
     METADATA,
     EmbeddingStore,
@@ -52,12 +54,16 @@ from clip_search.store import (
     ModelRef,
     SKIPPED,
     SourceInfo,
+    StoreExamples,
+    examples_from_captions,
     portable_ref,
+    read_examples_file,
     read_jsonl,
     portable_source,
     same_model,
     skip_row,
     skip_summary,
+    write_examples,
     write_store,
 )
 
@@ -67,6 +73,7 @@ AUTO = "auto"
 LOCAL, DASK = "local", "dask"
 ENGINES = (LOCAL, DASK)
 FINGERPRINT = "fingerprint"  # the metadata column holding each row's fingerprint
+CAPTION_SAMPLE_ROWS = 2_000  # rows read for example prompts when a new store gets them from its captions
 _STATE = "state.json"
 _LOCK = "lock"
 _INDEX = "index"
@@ -293,6 +300,7 @@ def precompute(
     cluster: Any = None,
     partition_size: int | None = None,
     backend: str = DEFAULT_IMAGE_BACKEND,
+    examples: str | Path | StoreExamples | None = None,
 ) -> PrecomputeReport:
     """Embed the images of `source` with CLIP `model` into the store at `out`: new, updated, or resumed.
 
@@ -311,6 +319,10 @@ def precompute(
     "openvino" (a cached export, made once, CPU only), or "auto" (the default): the measured fastest that keeps
     quality on the CPU in float32, torch elsewhere (`clip_search.vision_backends`). The manifest records it; an
     update keeps the store's backend. On a cluster, "auto" is resolved here and every worker runs that backend.
+
+    `examples` (a file: one prompt a line, optionally `xx: prompt` with its language, or an examples.json) are the
+    example prompts the store's page shows; without them a new store gets some of its own captions, and an updated
+    store keeps the ones it has.
     """
     if "://" in str(out):
         raise StoreError(f"out must be a local or mounted folder path, not a URL: {out}")
@@ -326,6 +338,8 @@ def precompute(
     if partition_size is not None and partition_size < 1:
         raise StoreError(f"partition_size must be at least 1, got {partition_size}")
     resolve_backend(backend, device, dtype)  # an unknown backend or a missing package: refused before any work
+    if examples is not None and not isinstance(examples, StoreExamples):
+        examples = read_examples_file(examples)
     if isinstance(source, str):
         source = open_source(source)
     workdir = out.with_name(out.name + ".partial")
@@ -343,7 +357,7 @@ def precompute(
         clip = ClipEncoder.load(model, revision=revision, device=device, dtype=dtype)
         images = load_image_encoder(clip, backend) if engine == LOCAL else clip  # on a cluster, the workers load theirs
         _prepare_workdir(workdir, _work_state(source, model, revision, backend), restart)
-        report = _run(source, out, workdir, clip, images, backend, old, text_model, batch_size, embed, prune, progress)
+        report = _run(source, out, workdir, clip, images, backend, old, text_model, batch_size, embed, prune, progress, examples)
         shutil.rmtree(workdir)
     return report
 
@@ -483,7 +497,7 @@ def progress_bar(task: EmbedTask) -> tqdm:
     return tqdm(total=task.total, initial=task.total - len(task.pending), unit="img", desc="precompute", disable=not task.progress, smoothing=0.1, dynamic_ncols=True)
 
 
-def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: ImageEncoder, backend: str, old: EmbeddingStore | None, text_model: str | None, batch_size: int, embed: Callable[[EmbedTask], Embedded], prune: bool, progress: bool) -> PrecomputeReport:
+def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: ImageEncoder, backend: str, old: EmbeddingStore | None, text_model: str | None, batch_size: int, embed: Callable[[EmbedTask], Embedded], prune: bool, progress: bool, examples: StoreExamples | None = None) -> PrecomputeReport:
     known = _Known.gather(old, workdir)
     total = len(source)
     keys = _keys(source, known)
@@ -497,7 +511,7 @@ def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: Im
     seconds = time.perf_counter() - started
     embedded = done.images
     chosen_text_model = KNOWN_STUDENTS.get(clip.model_id) if text_model == AUTO else text_model
-    summary = _finalise(source, out, workdir, clip, backend, old, keys, chosen_text_model, prune)
+    summary = _finalise(source, out, workdir, clip, backend, old, keys, chosen_text_model, prune, examples)
     rate = embedded / seconds if seconds > 0 and embedded else 0.0
     log.info("wrote %s: %d embeddings (%d new), %d skipped, %.1f images/s", out, summary["count"], embedded, summary["skipped"], rate)
     return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"], done.partitions, chosen_text_model)
@@ -514,8 +528,9 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the encoder for cores
 
 
-def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backend: str, old: EmbeddingStore | None, keys: list[tuple[str, str]] | None, text_model: str | None, prune: bool) -> dict[str, int]:
-    """Assemble the store in source order from everything known, and write it (replacing an old one whole)."""
+def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backend: str, old: EmbeddingStore | None, keys: list[tuple[str, str]] | None, text_model: str | None, prune: bool, examples: StoreExamples | None = None) -> dict[str, int]:
+    """Assemble the store in source order from everything known, and write it (replacing an old one whole), with
+    its example prompts: `examples`, else the ones it has, else some of its captions."""
     known = _Known.gather(old, workdir)
     rows: list[dict[str, Any]] = []
     origins: list[tuple[int, int]] = []
@@ -562,6 +577,11 @@ def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backe
     )
     index = old.manifest.index if old is not None else None
     write_store(out, embeddings, metadata, skipped, manifest, overwrite=True)
+    if examples is None and not (out / EXAMPLES).exists():
+        step = max(1, len(rows) // CAPTION_SAMPLE_ROWS)
+        examples = examples_from_captions(next((str(r[c]) for c in CAPTION_COLUMNS if r.get(c)), None) for r in rows[::step])
+    if examples is not None:
+        write_examples(out, examples.prompts, examples.notice, examples.languages)
     if index is not None:
         from clip_search.store_index import rebuild_index
 

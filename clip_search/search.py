@@ -10,6 +10,7 @@ from clip_search.index.exact import select_top_k
 from clip_search.vectors import l2_normalise
 
 DEFAULT_NEGATIVE_WEIGHT = 0.5
+DEFAULT_IMAGE_WEIGHT = 0.5  # an image's share of a text + image query (0: text only, 1: image only)
 
 
 def top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -26,11 +27,22 @@ def combine_query(
     negatives: Sequence[np.ndarray] = (),
     *,
     negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+    weights: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """One unit query vector: the mean of the positive parts (text, image) minus a share of the negative ones."""
+    """One unit query vector: the weighted mean of the positive parts (text, image; equal `weights` by default), with
+    the negative parts' mean direction first projected out of it and then subtracted `negative_weight` times.
+
+    Projecting first is what makes "… but not white" work with an image of a white star: the image's own share of
+    "white" is removed before the push, however large it is (a plain subtraction left it ranking white stars first).
+    """
     if not positives:
         raise ValueError("a query needs at least one positive part")
-    query = np.mean([l2_normalise(p).reshape(-1) for p in positives], axis=0)
+    parts = [l2_normalise(p).reshape(-1) for p in positives]
+    shares = np.ones(len(parts), np.float32) if weights is None else np.asarray(weights, np.float32)
+    if shares.shape != (len(parts),) or not np.all(np.isfinite(shares)) or np.any(shares < 0) or shares.sum() <= 0:
+        raise ValueError(f"weights must be {len(parts)} non-negative numbers, not all zero, got {list(shares)}")
+    query = l2_normalise((shares[:, None] * np.stack(parts)).sum(axis=0)[None, :])[0]
     if negatives:
-        query = query - negative_weight * np.mean([l2_normalise(n).reshape(-1) for n in negatives], axis=0)
+        away = l2_normalise(np.mean([l2_normalise(n).reshape(-1) for n in negatives], axis=0)[None, :])[0]
+        query = query - float(query @ away) * away - negative_weight * away
     return l2_normalise(query[None, :])[0]

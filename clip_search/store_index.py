@@ -18,12 +18,11 @@ import numpy as np
 from clip_search.config import INDEX_PROBE_NOUNS, INDEX_PROBE_QUERIES, INDEX_PROBE_TEMPLATES
 from clip_search.errors import StoreError
 from clip_search.index import AnnIndex, ExactIndex, Index, build_index, recall_at_k
-from clip_search.store import EmbeddingStore, IndexInfo, write_manifest
+from clip_search.store import CAPTION_COLUMNS, EmbeddingStore, IndexInfo, write_manifest
 
 log = logging.getLogger(__name__)
 
 PROBES = "index-queries.npy"  # the text vectors recall was measured with, kept to measure a rebuilt index again
-CAPTION_COLUMNS = ("caption", "text", "description", "title")
 
 
 class StaleIndexError(StoreError):

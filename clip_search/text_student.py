@@ -48,6 +48,11 @@ class StudentTextEncoder:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get())
 
+    def truncates(self, texts: Sequence[str]) -> list[bool]:
+        """Per text: whether it is longer than the student reads (its max_seq_length), so only its start is embedded."""
+        limit = int(self.model.max_seq_length)
+        return [len(ids) > limit for ids in self.model.tokenizer(list(texts), truncation=False)["input_ids"]]
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH_SIZE) -> np.ndarray:
         """Text embeddings: N×D, L2-normalised, float32."""

@@ -19,7 +19,8 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -34,18 +35,25 @@ from starlette.routing import BaseRoute, Route
 from clip_search import config
 from clip_search.batcher import Busy, SearchBatcher
 from clip_search.classify import parse_labels
-from clip_search.engine import Hit, Query, SearchEngine, SearchResult
+from clip_search.engine import Hit, Query, SearchEngine, SearchResult, sort_hits
 from clip_search.errors import ClipSearchError, QueryError, SkipItem
+from clip_search.page_view import CSS, Tile, gallery_html, languages_line, predicted_labels, previews_html, results_html, search_link, shown_name, try_links
+from clip_search.search import DEFAULT_IMAGE_WEIGHT, DEFAULT_NEGATIVE_WEIGHT
+from clip_search.store import ExamplePrompt
 
 log = logging.getLogger(__name__)
 
 SEARCH_API = "search"  # the endpoint name clients call: Client(url).predict(..., api_name="/search")
+SEARCH_OPTIONS_API = "search_options"  # the same, with the page's other inputs: Client(url).predict(..., api_name="/search_options")
 TABLE_FIXED_HEADERS = ["#", "id", "top label"]
 MAX_CAPTION_CHARS = 140
 MAX_ECHO_CHARS = 80
 BUSY_MESSAGE = "⚠️ the server is busy: please retry in a moment"
 PLACEHOLDER_SIZE = 160
-API_FIELDS = ("query", "negative", "top_k", "labels", "where", "where_labels")
+API_FIELDS = ("query", "negative", "top_k", "labels", "where", "where_labels", "negative_weight", "sort")
+# The page URL's search inputs: ?q=QUERY&not=NEGATIVE&labels=A,B&k=TOP_K&iw=IMAGE_WEIGHT&nw=NEGATIVE_WEIGHT&where=COND&sort=[-]COLUMN&pages=N
+URL_PARAMS = ("q", "not", "labels", "k", "iw", "nw", "where", "sort", "pages")
+_SORT = re.compile(r"-?[^\x00-\x1f]{1,200}")
 # Formats every browser shows, served as stored; any other is decoded and sent as PNG.
 WEB_IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp", ".avif": "image/avif"}
 _ROW = re.compile(r"[0-9]{1,12}")
@@ -82,104 +90,262 @@ class SearchPage(gr.Blocks):
 
 
 def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchPage:
-    """The search page for `engine`, with the example prompts and notice (trusted Markdown) its store ships.
+    """The search page for `engine`: a search tab (query, "… but not", labels, an image, their weights, a metadata
+    filter and sort, result tiles, "more results") and an example gallery (the store's prompts per language, each
+    with its top results), with the notice (trusted Markdown) its store ships. `?q=…` (and the other inputs, see
+    `URL_PARAMS`) opens the page with that search run.
 
-    Result images reach the gallery as URLs: a URL store's own, else this server's `/image/...` route, so Gradio
-    neither checks nor copies a file per result and serves no folder. Searches from the page, the Gradio API and
-    the JSON API are answered together in batches by one `SearchBatcher`.
+    Result images load from URLs: a URL store's own, else this server's `/image/...` route, so Gradio neither checks
+    nor copies a file per result and serves no folder. Searches from the page, the Gradio API and the JSON API are
+    answered together in batches by one `SearchBatcher`. The Gradio API endpoint `/search` keeps its outputs
+    (gallery, label table, status); the page renders its tiles from the same search.
     """
     summary = engine.summary()
-    example_rows = [[q] for q in summary.examples]
-    notice = summary.notice
-
     batcher = SearchBatcher(engine, config.APP_BATCH_SIZE, config.APP_BATCH_WAIT_MS, config.APP_QUEUE_SIZE)
+    sort_choices = [("relevance", "")] + [(f"{c} {arrow}", f"{sign}{c}") for c in summary.columns for arrow, sign in (("↑", ""), ("↓", "-"))]
 
-    async def search(query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, request: gr.Request, where_labels: Any = None) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:
+    async def run(form: SearchRequest, request: gr.Request | None) -> tuple[SearchResult, bool, str]:
+        """The search of a checked form: its result, whether an image was part of it, and the page root URL."""
+        picture = None
+        if form.upload is not None:
+            from anyio import to_thread
+
+            picture = await to_thread.run_sync(_read_upload, engine, form.upload)
+        result = await batcher.search_async(form.query(picture), timeout=config.APP_SEARCH_TIMEOUT_S)
+        if form.sort:
+            result = sort_result(result, form.sort)
+        return result, picture is not None, _page_root(request, demo.root_path)
+
+    async def api_search_fn(
+        query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, image_weight: Any = None, negative_weight: Any = None,
+        filters: Any = None, sort: Any = None, pages: Any = None, where_labels: Any = None, request: gr.Request = None,  # type: ignore[assignment]
+    ) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:
         try:
-            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text, where_labels=where_labels)
-            picture = None
-            if form.upload is not None:
-                from anyio import to_thread
-
-                picture = await to_thread.run_sync(_read_upload, engine, form.upload)
-            result = await batcher.search_async(form.query(picture), timeout=config.APP_SEARCH_TIMEOUT_S)
-            gallery = _gallery(engine, result, _page_root(request, demo.root_path))
+            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text, None, image_weight, negative_weight, filters, sort, pages, where_labels=where_labels)
+            result, with_image, root = await run(form, request)
         except Busy:
             return [], _table(None), BUSY_MESSAGE
         except ClipSearchError as exc:
             return [], _table(None), f"⚠️ {markdown_escape(str(exc))}"
-        return gallery, _table(result), _status(form.text, form.negative, picture is not None, result)
+        return _gallery(engine, result, root), _table(result), _status(form, with_image, result)
+
+    async def api_search_basic(query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, where_labels: Any = None, request: gr.Request = None) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:  # type: ignore[assignment]
+        """`/search`: the five inputs it always took, and the label filter when classifiers are loaded."""
+        return await api_search_fn(query, negative, image, top_k, labels_text, where_labels=where_labels, request=request)
+
+    async def page_search(form: SearchRequest | None, request: gr.Request | None) -> tuple[Any, ...]:
+        """Every page output for one search (or for none, when `form` is None)."""
+        if form is None:
+            return (gr.skip(),) * len(page_outputs)
+        try:
+            result, with_image, root = await run(form, request)
+        except Busy:
+            return _page_message(BUSY_MESSAGE, form)
+        except ClipSearchError as exc:
+            return _page_message(f"⚠️ {markdown_escape(str(exc))}", form)
+        tiles = [Tile(hit, image_url(engine, hit, root), _missing_file(engine, hit)) for hit in result.hits]
+        more = len(result.hits) == form.top_k * form.pages and form.pages < config.APP_MAX_PAGES
+        return (
+            results_html(tiles),
+            previews_html(tiles),
+            _table(result),
+            _status(form, with_image, result),
+            gr.Accordion(visible=bool(form.labels)),
+            gr.Button(visible=more),
+            form,
+            form.link(),
+            form.pages,
+            result_choices(result.hits),
+        )
+
+    async def page_submit(
+        query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, image_weight: Any, negative_weight: Any, filters: Any, sort: Any,
+        where_labels: Any = None, request: gr.Request = None,  # type: ignore[assignment]
+    ) -> tuple[Any, ...]:
+        try:
+            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text, None, image_weight, negative_weight, filters, sort, 1, where_labels=where_labels)
+        except ClipSearchError as exc:
+            return _page_message(f"⚠️ {markdown_escape(str(exc))}", None)
+        return await page_search(form, request)
+
+    async def page_more(last: SearchRequest | None, request: gr.Request) -> tuple[Any, ...]:
+        if last is None:
+            return (gr.skip(),) * len(page_outputs)
+        return await page_search(replace(last, pages=min(last.pages + 1, config.APP_MAX_PAGES)), request)
+
+    async def page_sort(last: SearchRequest | None, sort: Any, request: gr.Request) -> tuple[Any, ...]:
+        if last is None:
+            return (gr.skip(),) * len(page_outputs)
+        try:
+            return await page_search(replace(last, sort=_sort(sort)), request)
+        except ClipSearchError as exc:
+            return _page_message(f"⚠️ {markdown_escape(str(exc))}", last)
+
+    async def page_load(width: Any, request: gr.Request) -> tuple[Any, ...]:
+        """The page opened: inputs filled from the URL (`?q=…`), that search run, the labels collapsed on a phone."""
+        params = _url_params(request)
+        narrow = isinstance(width, (int, float)) and 0 < width < config.APP_NARROW_WIDTH
+        if not params:  # a plain visit: leave whatever the visitor has typed meanwhile as it is
+            return (*(gr.skip(),) * 8, *(gr.skip(),) * PANEL, gr.Accordion(open=not narrow), *(gr.skip(),) * (len(page_outputs) - PANEL - 1))
+        fields = (
+            params.get("q", ""), params.get("not", ""), params.get("labels", ""), _number_or(params.get("k"), config.DEFAULT_TOP_K),
+            _number_or(params.get("iw"), DEFAULT_IMAGE_WEIGHT), _number_or(params.get("nw"), DEFAULT_NEGATIVE_WEIGHT),
+            params.get("where", ""), params.get("sort", ""),
+        )
+        if not params.get("q"):
+            return (*fields, *(gr.skip(),) * PANEL, gr.Accordion(open=not narrow), *(gr.skip(),) * (len(page_outputs) - PANEL - 1))
+        try:
+            form = SearchRequest.from_payload(params["q"], params.get("not"), None, params.get("k", config.DEFAULT_TOP_K), params.get("labels"), None, params.get("iw"), params.get("nw"), params.get("where"), params.get("sort"), params.get("pages"))
+        except ClipSearchError as exc:
+            return (*fields, *_page_message(f"⚠️ {markdown_escape(str(exc))}", None))
+        outputs = list(await page_search(form, request))
+        outputs[PANEL] = gr.Accordion(visible=bool(form.labels), open=not narrow)
+        return (*fields, *outputs)
 
     with SearchPage(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {markdown_escape(title)}\n\n{_store_line(engine)}", latex_delimiters=[])
-        if notice:
-            gr.Markdown(notice, latex_delimiters=[])
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                query = gr.Textbox(
-                    label="Describe what you are looking for",
-                    placeholder="a dog running on the beach — any language" if engine.multilingual else "a dog running on the beach",
-                    max_lines=1,
-                    autofocus=True,
-                    elem_id="query",
-                )
-                with gr.Row():
-                    negative = gr.Textbox(label="… but not", placeholder="people", max_lines=1, elem_id="negative")
-                    labels = gr.Textbox(label="Labels to classify the results", placeholder="cat, dog, car", max_lines=1, elem_id="labels")
-                with gr.Row():
-                    top_k = gr.Slider(1, config.APP_MAX_TOP_K, value=config.DEFAULT_TOP_K, step=1, label="Results", elem_id="top-k")
-                    button = gr.Button("Search", variant="primary", elem_id="search")
-            with gr.Column(scale=1, min_width=220):
-                image = gr.Image(
-                    label="… or search by image (optional)",
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    height=190,
-                    elem_id="query-image",
-                )
-        status = gr.Markdown("Type a description and press Enter.", latex_delimiters=[], elem_id="status")
-        gallery = gr.Gallery(
-            label="Results",
-            columns=6,
-            height="auto",
-            object_fit="contain",
-            buttons=["download", "fullscreen"],
-            interactive=False,
-            elem_id="results",
-        )
-        table = gr.Dataframe(
-            value=_table(None),
-            label="Zero-shot labels of the results (probability over the labels you typed)",
-            datatype="str",
-            interactive=False,
-            wrap=True,
-            elem_id="label-table",
-        )
-        inputs = [query, negative, image, top_k, labels, *label_filter(engine)]
-        outputs = [gallery, table, status]
-        labelling_panel(engine, gallery)
+        gr.HTML(f"<style>{CSS}</style>", elem_id="cs-style", padding=False)
+        gr.Markdown(f"# {markdown_escape(title)}\n\n{_store_line(engine)}", latex_delimiters=[], elem_id="store-line")
+        if summary.notice:
+            gr.Markdown(summary.notice, latex_delimiters=[])
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Search", id="search-tab", elem_id="search-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=280):
+                        query = gr.Textbox(
+                            label="Describe what you are looking for",
+                            placeholder="a dog running on the beach — any language" if engine.multilingual else "a dog running on the beach",
+                            max_lines=1,
+                            autofocus=True,
+                            elem_id="query",
+                        )
+                        with gr.Row():
+                            negative = gr.Textbox(label="… but not", placeholder="people", max_lines=1, elem_id="negative", min_width=140)
+                            labels = gr.Textbox(label="Labels to classify the results", placeholder="cat, dog, car", max_lines=1, elem_id="labels", min_width=140)
+                        with gr.Row():
+                            top_k = gr.Slider(1, config.APP_MAX_TOP_K, value=config.DEFAULT_TOP_K, step=1, label="Results", elem_id="top-k", min_width=140)
+                            button = gr.Button("Search", variant="primary", elem_id="search", min_width=100)
+                        with gr.Accordion("Weights, filter and sort", open=False, elem_id="options"):
+                            with gr.Row():
+                                image_weight = gr.Slider(0, 1, value=DEFAULT_IMAGE_WEIGHT, step=0.05, label="Text ↔ image (the image's share when both are given)", elem_id="image-weight", min_width=140)
+                                negative_weight = gr.Slider(0, config.APP_MAX_NEGATIVE_WEIGHT, value=DEFAULT_NEGATIVE_WEIGHT, step=0.05, label="“… but not” strength", elem_id="negative-weight", min_width=140)
+                            with gr.Row():
+                                filters = gr.Textbox(
+                                    label="Filter (COLUMN OP VALUE; several separated by ;)",
+                                    placeholder=f"{summary.columns[0]} == …" if summary.columns else "the store has no metadata columns",
+                                    info=("columns: " + ", ".join(summary.columns)) if summary.columns else None,
+                                    max_lines=1,
+                                    elem_id="where",
+                                    interactive=bool(summary.columns),
+                                    min_width=140,
+                                )
+                                sort = gr.Dropdown(sort_choices, value="", label="Sort results by", elem_id="sort", interactive=bool(summary.columns), min_width=140)
+                            label_inputs = label_filter(engine)  # one input with trained classifiers, else none
+                    with gr.Column(scale=1, min_width=220):
+                        image = gr.Image(
+                            label="… or search by image (optional)",
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload", "clipboard"],
+                            height=190,
+                            elem_id="query-image",
+                        )
+                with gr.Row(visible=False, elem_id="image-chip-row") as chip_row:
+                    gr.HTML('<span class="cs-chip">🖼 searching with this image</span>', elem_id="image-chip", padding=False)
+                    clear_image = gr.Button("×", size="sm", elem_id="clear-image", min_width=40, scale=0)
+                if summary.prompts:
+                    gr.HTML(try_links(summary.prompts[: config.APP_TRY_PROMPTS]), elem_id="try", padding=False)
+                status = gr.Markdown("Type a description and press Enter.", latex_delimiters=[], elem_id="status")
+                results = gr.HTML("", elem_id="results", padding=False)
+                previews = gr.HTML("", elem_id="previews", padding=False)
+                more = gr.Button("More results", visible=False, elem_id="more")
+                with gr.Accordion("Zero-shot labels of the results (probability over the labels you typed)", visible=False, elem_id="labels-panel") as labels_panel:
+                    table = gr.Dataframe(value=_table(None), show_label=False, datatype="str", interactive=False, wrap=True, elem_id="label-table")
+                # What the Gradio API's `/search` returns: a gallery of (image, caption), kept off the page.
+                gallery = gr.Gallery(label="Results", visible=False, elem_id="results-api")
+                last = gr.State(None)
+                link = gr.Textbox(visible=False, elem_id="share-link")
+                pages = gr.Number(1, visible=False, precision=0, elem_id="pages")
+                width = gr.Number(0, visible=False, elem_id="viewport-width")
+                api_trigger = gr.Button(visible=False, elem_id="api-trigger")
+                to_label = labelling_panel()
+            with gr.Tab("Example gallery", id="gallery-tab", elem_id="gallery-tab"):
+                gr.Markdown(f"Example searches on this store, with their top results: click one to run it. This store understands {languages_line(summary.languages, summary.multilingual)}.", elem_id="gallery-intro")
+                gr.HTML(_example_gallery(engine, summary.prompts), elem_id="example-gallery", padding=False)
+
+        page_outputs = [results, previews, table, status, labels_panel, more, last, link, pages, to_label]  # PANEL: labels_panel's place
+        form_inputs = [query, negative, image, top_k, labels, image_weight, negative_weight, filters, sort]
         # Raw payloads (preprocess=False): every value is checked by `SearchRequest.from_payload`, the upload is
         # read by `_read_upload` (only a regular file in Gradio's upload folder, bounded) and decoded by our
         # hardened decoder, so a hostile value is a one-line message rather than an error inside Gradio.
         # Concurrent searches (up to concurrency_limit) wait as coroutines while `SearchBatcher` runs them as one batch.
-        gr.on(
-            [button.click, query.submit, negative.submit, labels.submit],
-            search,
-            inputs,
-            outputs,
-            api_name=SEARCH_API,
-            preprocess=False,
-            concurrency_limit=config.APP_SEARCH_CONCURRENCY,
+        # The Gradio API: `/search` takes the five inputs it always took (raw clients send exactly five values);
+        # `/search_options` adds the weights, the filter, the sort and the number of pages.
+        api_trigger.click(
+            api_search_basic, [*form_inputs[:5], *label_inputs], [gallery, table, status], api_name=SEARCH_API, preprocess=False, concurrency_limit=config.APP_SEARCH_CONCURRENCY,
         )
-        if example_rows:
-            shown = gr.Examples(example_rows, inputs=[query], label="Try these (several languages)", examples_per_page=20)
-            shown.load_input_event.then(search, inputs, outputs, api_visibility="private", preprocess=False)
+        api_trigger.click(
+            api_search_fn, [*form_inputs, pages, *label_inputs], [gallery, table, status], api_name=SEARCH_OPTIONS_API, preprocess=False, concurrency_limit=config.APP_SEARCH_CONCURRENCY,
+        )
+        share = "(link) => { if (link) { history.replaceState(null, '', link); } return []; }"
+        gr.on(
+            [button.click, query.submit, negative.submit, labels.submit, filters.submit],
+            page_submit, [*form_inputs, *label_inputs], page_outputs, api_visibility="private", preprocess=False, concurrency_limit=config.APP_SEARCH_CONCURRENCY,
+        ).then(None, [link], None, js=share)
+        more.click(page_more, [last], page_outputs, api_visibility="private", concurrency_limit=config.APP_SEARCH_CONCURRENCY).then(None, [link], None, js=share)
+        sort.input(page_sort, [last, sort], page_outputs, api_visibility="private", concurrency_limit=config.APP_SEARCH_CONCURRENCY).then(None, [link], None, js=share)
+        image.change(lambda value: gr.Row(visible=bool(value)), [image], [chip_row], api_visibility="private", preprocess=False)
+        clear_image.click(lambda: (None, gr.Row(visible=False)), None, [image, chip_row], api_visibility="private")
+        demo.load(
+            page_load, [width], [query, negative, labels, top_k, image_weight, negative_weight, filters, sort, *page_outputs],
+            js="() => [window.innerWidth]", api_visibility="private",
+        )
     # Beyond APP_QUEUE_SIZE waiting searches, Gradio refuses new ones at once ("Queue is full") instead of queueing.
     demo.queue(max_size=config.APP_QUEUE_SIZE)
     demo.batcher = batcher
     demo.routes = api_routes(engine, batcher, root_path=lambda: demo.root_path)
     return demo
+
+
+PANEL = 4  # where the labels panel is among the page's search outputs
+
+
+def _page_message(message: str, form: SearchRequest | None) -> tuple[Any, ...]:
+    """The page's search outputs for a search that gave no result, only `message`."""
+    pages = form.pages if form is not None else 1
+    return "", "", _table(None), message, gr.Accordion(visible=False), gr.Button(visible=False), form, "", pages, result_choices(())
+
+
+def _example_gallery(engine: SearchEngine, prompts: Sequence[ExamplePrompt]) -> str:
+    """The example gallery's HTML: each prompt's top results, found in one batch, linked relative to the page."""
+    found = engine.search_many([Query(text=p.text, top_k=config.APP_GALLERY_THUMBNAILS) for p in prompts])
+    by_prompt = {}
+    for prompt, result in zip(prompts, found):
+        hits = [] if isinstance(result, ClipSearchError) else result.hits
+        by_prompt[prompt] = [(image_url(engine, hit, "."), shown_name(hit)) for hit in hits]
+    return gallery_html(prompts, lambda p: by_prompt.get(p, []))
+
+
+def _url_params(request: gr.Request | None) -> dict[str, Any]:
+    """The page URL's search inputs (`URL_PARAMS`), as text; `where` may repeat (joined with ;)."""
+    raw = getattr(request, "request", None)
+    query = getattr(raw, "query_params", None)
+    if query is None:
+        return {}
+    params: dict[str, Any] = {}
+    for name in URL_PARAMS:
+        values = query.getlist(name)
+        if values:
+            params[name] = "; ".join(values) if name == "where" else values[-1]
+    return params
+
+
+def _number_or(value: Any, default: float) -> float:
+    """A URL parameter as a number for a slider (the search itself checks it): the default when it is not one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
 
 
 def load_app(
@@ -232,7 +398,7 @@ def launch_app(
 def _store_line(engine: SearchEngine) -> str:
     """One Markdown line: how many images, which model, and which languages queries may use."""
     summary = engine.summary()
-    languages = "queries in any language (multilingual text encoder)" if summary.multilingual else "queries in English (CLIP's text encoder)"
+    languages = markdown_escape(languages_line(summary.languages, summary.multilingual))
     return f"Searching **{summary.count:,}** images embedded by **{markdown_escape(summary.model)}** · {languages}"
 
 
@@ -246,23 +412,65 @@ class SearchRequest:
     top_k: int
     labels: tuple[str, ...]
     where: tuple[str, ...] = ()
-    where_labels: tuple[str, ...] = ()
+    image_weight: float = DEFAULT_IMAGE_WEIGHT
+    negative_weight: float = DEFAULT_NEGATIVE_WEIGHT
+    sort: str | None = None  # a metadata column ("-column": descending) the results are ordered by
+    pages: int = 1  # how many pages of `top_k` results ("more results")
+    where_labels: tuple[str, ...] = ()  # "TASK=LABEL" conditions on the labels of the loaded classifiers
 
     @classmethod
-    def from_payload(cls, query: Any, negative: Any, image: Any, top_k: Any, labels: Any, where: Any = None, *, where_labels: Any = None) -> SearchRequest:
-        """The request for raw endpoint values (the page's, the Gradio API's or the JSON API's); a value of the wrong
-        type, size or range is a QueryError saying which. `labels` is text ("red, blue") or a list of texts."""
+    def from_payload(
+        cls, query: Any, negative: Any, image: Any, top_k: Any, labels: Any, where: Any = None,
+        image_weight: Any = None, negative_weight: Any = None, filters: Any = None, sort: Any = None, pages: Any = None,
+        *, where_labels: Any = None,
+    ) -> SearchRequest:
+        """The request for raw endpoint values (the page's, the Gradio API's, the JSON API's or the page URL's); a
+        value of the wrong type, size or range is a QueryError saying which. `labels` is text ("red, blue") or a list
+        of texts; `where` a list of conditions, `filters` the same as text separated by semicolons (the page's box);
+        the weights numbers (or their text) from 0 to 1 (image) and 0 to APP_MAX_NEGATIVE_WEIGHT ("… but not");
+        `sort` a metadata column, "-column" for descending; `pages` 1 to APP_MAX_PAGES; `where_labels` a list of "TASK=LABEL" conditions."""
         if isinstance(labels, list):
             parsed = list(dict.fromkeys(label for label in (" ".join((_text("labels", item) or "").split()) for item in labels) if label))
         else:
             parsed = parse_labels(_text("labels", labels) or "")
         if len(parsed) > config.APP_MAX_LABELS:
             raise QueryError(f"too many labels ({len(parsed)}): give at most {config.APP_MAX_LABELS}")
-        return cls(_text("query", query), _text("negative", negative), _upload(image), _top_k(top_k), tuple(parsed), _where(where), _where(where_labels, "where_labels"))
+        conditions = _where(where) + _filters(filters)
+        if len(conditions) > config.APP_MAX_CONDITIONS:
+            raise QueryError(f"too many conditions ({len(conditions)}): give at most {config.APP_MAX_CONDITIONS}")
+        return cls(
+            _text("query", query), _text("negative", negative), _upload(image), _top_k(top_k), tuple(parsed), conditions,
+            _weight("image weight", image_weight, DEFAULT_IMAGE_WEIGHT, 1.0), _weight("negative weight", negative_weight, DEFAULT_NEGATIVE_WEIGHT, config.APP_MAX_NEGATIVE_WEIGHT),
+            _sort(sort), _whole("pages", pages, 1, config.APP_MAX_PAGES), _where(where_labels, "where_labels"),
+        )
 
     def query(self, picture: Any) -> Query:
-        """The engine's query for this request, with its decoded image (or None)."""
-        return Query(text=self.text, image=picture, negative=self.negative, top_k=self.top_k, labels=self.labels, where=self.where, where_labels=self.where_labels)
+        """The engine's query for this request, with its decoded image (or None): `pages` × `top_k` results."""
+        return Query(
+            text=self.text, image=picture, negative=self.negative, top_k=self.top_k * self.pages, labels=self.labels, where=self.where,
+            negative_weight=self.negative_weight, image_weight=self.image_weight, where_labels=self.where_labels,
+        )
+
+    def link(self) -> str:
+        """The page URL's query string that opens the page with this search run (the image is not part of it)."""
+        return search_link(
+            q=self.text, **{"not": self.negative}, labels=", ".join(self.labels),
+            k=self.top_k if self.top_k != config.DEFAULT_TOP_K else None,
+            iw=self.image_weight if self.image_weight != DEFAULT_IMAGE_WEIGHT else None,
+            nw=self.negative_weight if self.negative_weight != DEFAULT_NEGATIVE_WEIGHT else None,
+            where="; ".join(self.where), sort=self.sort, pages=self.pages if self.pages > 1 else None,
+        )
+
+
+def sort_result(result: SearchResult, sort: str) -> SearchResult:
+    """`result` with its hits in the order of a metadata column ("-column": descending); label rows follow their hits."""
+    descending = sort.startswith("-")
+    ordered = sort_hits(result.hits, sort[1:] if descending else sort, descending=descending)
+    place = {id(hit): i for i, hit in enumerate(result.hits)}
+    order = [place[id(hit)] for hit in ordered]
+    probabilities = None if result.probabilities is None else result.probabilities[order]
+    none_of_these = None if result.none_of_these is None else result.none_of_these[order]
+    return replace(result, hits=ordered, probabilities=probabilities, none_of_these=none_of_these)
 
 
 def _where(value: Any, name: str = "where") -> tuple[str, ...]:
@@ -278,6 +486,56 @@ def _where(value: Any, name: str = "where") -> tuple[str, ...]:
     return tuple(_text("condition", item) or "" for item in value)
 
 
+def _filters(value: Any) -> tuple[str, ...]:
+    """The page's filter box: conditions separated by semicolons or new lines, as text."""
+    text = _text("filter", value) or ""
+    return tuple(part.strip() for part in re.split(r"[;\n]", text) if part.strip())
+
+
+def _weight(name: str, value: Any, default: float, limit: float) -> float:
+    """A weight: a finite number (or its text) from 0 to `limit`; nothing gives `default`."""
+    if value is None or value == "":
+        return default
+    wrong = QueryError(f"the {name} must be a number from 0 to {limit:g}, got {_shown(value)}")
+    number = _number(value, wrong)
+    if not 0 <= number <= limit:
+        raise wrong
+    return number
+
+
+def _whole(name: str, value: Any, low: int, high: int) -> int:
+    """A whole number (or its text) from `low` to `high`; nothing gives `low`."""
+    if value is None or value == "":
+        return low
+    wrong = QueryError(f"{name} must be a whole number from {low} to {high}, got {_shown(value)}")
+    number = _number(value, wrong)
+    if not number.is_integer() or not low <= number <= high:
+        raise wrong
+    return int(number)
+
+
+def _number(value: Any, wrong: QueryError) -> float:
+    """A finite number from a JSON number or a short text of one; anything else raises `wrong`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (isinstance(value, str) and len(value) > 20):
+        raise wrong
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise wrong from None
+    if not math.isfinite(number):
+        raise wrong
+    return number
+
+
+def _sort(value: Any) -> str | None:
+    """A sort key: nothing (relevance), or a metadata column name, "-" first for descending (the engine checks the name)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _SORT.fullmatch(value) or value == "-":
+        raise QueryError(f"sort must be a metadata column name (\"-name\" for descending), got {_shown(value) if isinstance(value, str) else _kind(value)}")
+    return value
+
+
 def _text(name: str, value: Any) -> str | None:
     """A text field: a string of bounded length, or nothing."""
     if value is None:
@@ -291,17 +549,9 @@ def _text(name: str, value: Any) -> str | None:
 
 def _top_k(value: Any) -> int:
     """The requested number of results: a whole number from 1 to APP_MAX_TOP_K (the slider's range)."""
-    limit = config.APP_MAX_TOP_K
-    wrong = QueryError(f"the number of results must be a whole number from 1 to {limit}, got {_shown(value)}")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (isinstance(value, str) and len(value) > 20):
-        raise wrong
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise wrong from None
-    if not math.isfinite(number) or not number.is_integer() or not 1 <= number <= limit:
-        raise wrong
-    return int(number)
+    if value is None or value == "":
+        raise QueryError(f"the number of results must be a whole number from 1 to {config.APP_MAX_TOP_K}, got {_kind(value)}")
+    return _whole("the number of results", value, 1, config.APP_MAX_TOP_K)
 
 
 def _upload(value: Any) -> dict[str, Any] | None:
@@ -383,7 +633,7 @@ def _gallery(engine: SearchEngine, result: SearchResult, root: str) -> list[tupl
         if hit.labels:
             label, probability = hit.labels[0]
             parts.append(f"{_clip(label, 40)} {probability:.0%}")
-        parts.extend(_predicted_captions(hit))
+        parts.extend(predicted_labels(hit))
         problem = _missing_file(engine, hit)
         if problem:
             parts.append(f"⚠️ image unavailable: {_clip(problem, MAX_CAPTION_CHARS)}")
@@ -507,11 +757,14 @@ async def api_search(engine: SearchEngine, batcher: SearchBatcher, request: Requ
 
     `query` (text, needed), `negative` (text), `top_k` (1 to APP_MAX_TOP_K, default DEFAULT_TOP_K), `labels` (text
     separated by commas, or a list of texts: the hits are classified on them), `where` (a list of metadata
-    conditions); the same checks as the page's form (`SearchRequest.from_payload`). Images are searched through
+    conditions), `negative_weight` (0 to APP_MAX_NEGATIVE_WEIGHT), `sort` (a metadata column, "-column" for
+    descending); the same checks as the page's form (`SearchRequest.from_payload`). Images are searched through
     the page or the Gradio API, not here.
 
-    Answers: 200 `{"hits": [{"rank", "id", "score", "image", "caption", "labels": [[label, probability], ...]}],
-    "labels": [...], "timings_ms": {...}}` where `image` is a URL (the store's own, or this server's image route);
+    Answers: 200 `{"hits": [{"rank", "id", "score", "band", "relevance", "image", "caption", "labels": [[label,
+    probability], ...]}], "labels": [...], "truncated": [...], "timings_ms": {...}}` where `image` is a URL (the
+    store's own, or this server's image route), `band`/`relevance` the engine's relevance signal (null without one)
+    and `truncated` names the query parts cut at the text encoder's token limit;
     400 `{"error": "..."}` for a malformed request or a bad value (one line saying which); 413 for a body too large;
     415 for a body that is not JSON; 503 `{"error": "the server is busy ..."}` with `Retry-After` under overload.
     """
@@ -541,19 +794,28 @@ async def api_search(engine: SearchEngine, batcher: SearchBatcher, request: Requ
         hint = ": search by image through the page or the Gradio API" if "image" in unknown else ""
         return _api_error(400, f"unknown field {_clip(', '.join(unknown), 80)}: the fields are {', '.join(API_FIELDS)}{hint}")
     try:
-        form = SearchRequest.from_payload(payload.get("query"), payload.get("negative"), None, payload.get("top_k", config.DEFAULT_TOP_K), payload.get("labels"), payload.get("where"), where_labels=payload.get("where_labels"))
+        form = SearchRequest.from_payload(
+            payload.get("query"), payload.get("negative"), None, payload.get("top_k", config.DEFAULT_TOP_K), payload.get("labels"), payload.get("where"),
+            negative_weight=payload.get("negative_weight"), sort=payload.get("sort"), where_labels=payload.get("where_labels"),
+        )
         result = await batcher.search_async(form.query(None), timeout=config.APP_SEARCH_TIMEOUT_S)
+        if form.sort:
+            result = sort_result(result, form.sort)
     except Busy:
         return JSONResponse({"error": BUSY_MESSAGE.removeprefix("⚠️ ")}, status_code=503, headers={"Retry-After": "1"})
     except ClipSearchError as exc:
         return _api_error(400, " ".join(str(exc).split()))
     root = get_root_url(request=request, route_path="/api/search", root_path=root_path)
     hits = [
-        {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "image": image_url(engine, h, root), "caption": h.caption, "labels": [[label, round(p, 6)] for label, p in h.labels]}
+        {
+            "rank": h.rank, "id": h.id, "score": round(h.score, 6), "band": h.band, "relevance": None if h.relevance is None else round(h.relevance, 6),
+            "image": image_url(engine, h, root), "caption": h.caption, "labels": [[label, round(p, 6)] for label, p in h.labels],
+        }
         | _predictions_json(h)
         for h in result.hits
     ]
-    return JSONResponse({"hits": hits, "labels": result.labels, "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}})
+    timings = {k: round(v, 3) for k, v in result.timings_ms.items()}
+    return JSONResponse({"hits": hits, "labels": result.labels, "truncated": list(result.truncated), "timings_ms": timings})
 
 
 def _api_error(status: int, message: str) -> JSONResponse:
@@ -571,31 +833,30 @@ def _table(result: SearchResult | None) -> dict[str, Any]:
     return {"headers": [*TABLE_FIXED_HEADERS, *result.label_columns], "data": rows}
 
 
-def _status(query: str | None, negative: str | None, with_image: bool, result: SearchResult) -> str:
-    """One Markdown line: what was searched (escaped), how many results, and where the time went."""
+def _status(form: SearchRequest, with_image: bool, result: SearchResult) -> str:
+    """One Markdown line: what was searched (escaped), how many results, where the time went, a notice when a query
+    part was cut at the text encoder's token limit, and a link to this search."""
     what: list[str] = []
-    if query and query.strip():
-        what.append(f"“{markdown_escape(_clip(query, MAX_ECHO_CHARS))}”")
+    if form.text and form.text.strip():
+        what.append(f"“{markdown_escape(_clip(form.text, MAX_ECHO_CHARS))}”")
     if with_image:
         what.append("the uploaded image")
     described = " + ".join(what)
-    if negative and negative.strip():
-        described += f" but not “{markdown_escape(_clip(negative, MAX_ECHO_CHARS))}”"
+    if form.negative and form.negative.strip():
+        described += f" but not “{markdown_escape(_clip(form.negative, MAX_ECHO_CHARS))}”"
     timings = " · ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings_ms.items())
     count = len(result.hits)
-    return f"**{count}** result{'s' if count != 1 else ''} for {described} · {timings}"
+    line = f"**{count}** result{'s' if count != 1 else ''} for {described} · {timings}"
+    if form.sort:
+        line += f" · sorted by {markdown_escape(form.sort.lstrip('-'))} {'↓' if form.sort.startswith('-') else '↑'}"
+    if result.truncated:
+        parts = " and the ".join(result.truncated)
+        line += f" · ⚠️ the {parts} was cut at the text encoder's token limit: only its beginning was searched"
+    return line
+
 
 
 # ------------------------------------------------------------------------------------- trained classifiers
-
-
-def _predicted_captions(hit: Hit) -> list[str]:
-    """A tile's trained-classifier labels: "TASK: LABEL 97%" per task (every assigned label of a multi-label task)."""
-    out = []
-    for p in hit.predictions:
-        shown = ", ".join(f"{_clip(label, 40)} {probability:.0%}" for label, probability in p.probabilities if label in p.labels)
-        out.append(f"{_clip(p.task, 40)}: {shown or '—'}")
-    return out
 
 
 def _predictions_json(hit: Hit) -> dict[str, Any]:
@@ -614,41 +875,36 @@ def label_filter(engine: SearchEngine) -> list[gr.Dropdown]:
     return [gr.Dropdown(choices, value=[], multiselect=True, label="Only results labelled (trained classifiers)", elem_id="where-labels")]
 
 
-_IMAGE_ROUTE_ROW = re.compile(r"/image/[0-9a-f]+/([0-9]{1,12})/")
+def result_choices(hits: Sequence[Hit]) -> Any:
+    """The labelling panel's result selector, listing these results ("#1 · name"; the value is the image id)."""
+    return gr.Dropdown(choices=[(f"#{h.rank} · {_clip(shown_name(h), 60)}", h.id) for h in hits], value=None)
 
 
-def labelling_panel(engine: SearchEngine, gallery: gr.Gallery) -> None:
-    """Build a labelled set from results: select a tile, give it a label, and export every label given as the CSV
-    (`id,label`) that `clip-search train-classifier --labels FILE` reads. The labels live in the session only."""
+def labelling_panel() -> gr.Dropdown:
+    """Build a labelled set from results: pick a result, give it a label, and export every label given as the CSV
+    (`id,label`) that `clip-search train-classifier --labels FILE` reads. The labels live in the session only.
+    Returns the result selector, which every search refills (`result_choices`)."""
     with gr.Accordion("Label results to train a classifier", open=False, elem_id="labelling"):
-        selected = gr.State(None)
         marked = gr.State({})
         with gr.Row():
-            chosen = gr.Markdown("Select a result, then give it a label.", latex_delimiters=[], elem_id="selected-result")
-            label = gr.Textbox(label="Label", placeholder="keep", max_lines=1, elem_id="mark-label")
-            mark = gr.Button("Label the selected result", elem_id="mark")
-            export = gr.Button("Export labels (CSV)", elem_id="export-labels")
+            chosen = gr.Dropdown([], value=None, label="Result", elem_id="mark-result", min_width=200)
+            label = gr.Textbox(label="Label", placeholder="keep", max_lines=1, elem_id="mark-label", min_width=140)
+            mark = gr.Button("Label the selected result", elem_id="mark", min_width=140)
+            export = gr.Button("Export labels (CSV)", elem_id="export-labels", min_width=140)
         count = gr.Markdown("No result labelled yet.", latex_delimiters=[], elem_id="labelled-count")
         download = gr.File(label="labels.csv", interactive=False, elem_id="labels-file")
 
-    def select(evt: gr.SelectData) -> tuple[str | None, str]:
-        url = ((evt.value or {}).get("image") or {}).get("url") or ""
-        row = _row_of_image(engine, url)
-        if row is None:
-            return None, "⚠️ cannot tell which result that is"
-        image_id = engine.store.rows([row])[0]["id"]
-        return str(image_id), f"Selected: {markdown_escape(_clip(str(image_id), MAX_ECHO_CHARS))}"
-
-    def give(image_id: str | None, text: Any, labels: dict[str, str]) -> tuple[dict[str, str], str]:
+    def give(image_id: Any, text: Any, labels: dict[str, str]) -> tuple[dict[str, str], str]:
         try:
             value = " ".join((_text("label", text) or "").split())
+            chosen_id = _text("result", image_id)
         except QueryError as exc:
             return labels, f"⚠️ {markdown_escape(str(exc))}"
-        if image_id is None or not value:
-            return labels, "⚠️ select a result and type a label first"
-        if image_id not in labels and len(labels) >= config.APP_MAX_LABELLED:
+        if not chosen_id or not value:
+            return labels, "⚠️ pick a result and type a label first"
+        if chosen_id not in labels and len(labels) >= config.APP_MAX_LABELLED:
             return labels, f"⚠️ at most {config.APP_MAX_LABELLED:,} labelled results: export them first"
-        labels = {**labels, image_id: value}
+        labels = {**labels, chosen_id: value}
         return labels, f"{len(labels)} labelled: " + ", ".join(f"{n} {markdown_escape(_clip(k, 40))}" for k, n in _label_counts(labels).items())
 
     def save(labels: dict[str, str]) -> str | None:
@@ -664,20 +920,9 @@ def labelling_panel(engine: SearchEngine, gallery: gr.Gallery) -> None:
             writer.writerows(sorted(labels.items()))
         return handle.name
 
-    gallery.select(select, None, [selected, chosen], api_visibility="private")
-    gr.on([mark.click, label.submit], give, [selected, label, marked], [marked, count], api_visibility="private")
+    gr.on([mark.click, label.submit], give, [chosen, label, marked], [marked, count], api_visibility="private", preprocess=False)
     export.click(save, marked, download, api_visibility="private")
-
-
-def _row_of_image(engine: SearchEngine, url: str) -> int | None:
-    """The store row a gallery image shows: from this server's image route, or a URL store's own URL."""
-    match = _IMAGE_ROUTE_ROW.search(url)
-    if match:
-        return int(match.group(1))
-    if "url" in engine.store.columns and url:
-        found = engine.store.metadata.column("url").index(url).as_py()
-        return found if found >= 0 else None
-    return None
+    return chosen
 
 
 def _label_counts(labels: dict[str, str]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from clip_search.demo.captions import LANGUAGES, caption, demo_examples, full_caption, parallel_pairs
 from clip_search.demo.scenes import STORE_SEED, TRAIN_SEED, generate_scenes, render
 from clip_search.scratch import new_text_encoder, train_wordpiece_tokenizer
-from clip_search.store import write_examples
+from clip_search.store import ExamplePrompt, write_examples
 
 STUDENT_SEED = TRAIN_SEED + 7  # scenes for the student's data: disjoint from the CLIP's and from evaluation
 
@@ -61,5 +61,6 @@ def write_store_images(folder: str | Path, *, scenes: int = 600, size: int = 128
 
 
 def write_demo_examples(store: str | Path) -> Path:
-    """The demo store's examples.json: its example prompts (one language each, cycling) and its notice."""
-    return write_examples(Path(store), demo_examples(), DEMO_NOTICE)
+    """The demo store's examples.json: its example prompts in each of its languages, those languages, and its notice."""
+    prompts = [ExamplePrompt(text, lang) for lang, text in demo_examples()]
+    return write_examples(Path(store), prompts, DEMO_NOTICE, languages=LANGUAGES)

@@ -461,6 +461,12 @@ DEMO_EXAMPLE_QUERIES: tuple[Query, ...] = (
 )
 
 
-def demo_examples() -> list[str]:
-    """Example prompts for the demo app: each example query, in a different language each (cycling)."""
-    return [query_text(q, LANGUAGES[i % len(LANGUAGES)]) for i, q in enumerate(DEMO_EXAMPLE_QUERIES)]
+def demo_examples(per_language: int = 3) -> list[tuple[str, str]]:
+    """Example prompts for the demo app as (language, text): `per_language` example queries in every language,
+    each language starting at a different query so that together they cover them all."""
+    count = len(DEMO_EXAMPLE_QUERIES)
+    return [
+        (lang, query_text(DEMO_EXAMPLE_QUERIES[(i + j) % count], lang))
+        for i, lang in enumerate(LANGUAGES)
+        for j in range(per_language)
+    ]

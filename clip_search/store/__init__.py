@@ -6,12 +6,13 @@ their images), `write_store` (one atomic writer for shards and stores), and the 
 """
 
 from clip_search.store.embedding_store import EmbeddingStore, check_unit_rows
-from clip_search.store.examples import EXAMPLES, StoreExamples, read_examples, write_examples
-from clip_search.store.files import EMBEDDINGS, METADATA, SKIP_FIELDS, SKIPPED, read_jsonl, skip_row, write_jsonl, write_store
+from clip_search.store.examples import EXAMPLES, ExamplePrompt, StoreExamples, examples_from_captions, read_examples, read_examples_file, write_examples
+from clip_search.store.files import CAPTION_COLUMNS, EMBEDDINGS, METADATA, SKIP_FIELDS, SKIPPED, read_jsonl, skip_row, write_jsonl, write_store
 from clip_search.store.manifest import MANIFEST, IndexInfo, Manifest, ModelRef, SourceInfo, read_manifest, skip_summary, write_manifest
 from clip_search.store.refs import ImageRef, portable_ref, portable_source, resolve_ref, same_model, source_root
 
 __all__ = [
+    "CAPTION_COLUMNS",
     "EMBEDDINGS",
     "EXAMPLES",
     "MANIFEST",
@@ -19,6 +20,7 @@ __all__ = [
     "SKIPPED",
     "SKIP_FIELDS",
     "EmbeddingStore",
+    "ExamplePrompt",
     "ImageRef",
     "IndexInfo",
     "Manifest",
@@ -26,9 +28,11 @@ __all__ = [
     "SourceInfo",
     "StoreExamples",
     "check_unit_rows",
+    "examples_from_captions",
     "portable_ref",
     "portable_source",
     "read_examples",
+    "read_examples_file",
     "read_jsonl",
     "read_manifest",
     "resolve_ref",

@@ -26,6 +26,7 @@ from clip_search.store.manifest import MANIFEST, Manifest, write_manifest
 
 EMBEDDINGS = "embeddings.npy"
 METADATA = "metadata.parquet"
+CAPTION_COLUMNS = ("caption", "text", "description", "title")  # metadata columns read as an image's caption, first found
 SKIPPED = "skipped.jsonl"
 SKIP_FIELDS = ("index", "id", "ref", "reason")  # the one schema of every skipped.jsonl line
 
