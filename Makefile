@@ -15,7 +15,8 @@ test: install browser  ## set up, then run every test offline
 
 install: $(VENV)/.installed
 
-# torch is pinned (CPU wheel) in requirements.txt; a bare `torch` would pull a multi-GB CUDA build.
+# torch is pinned in requirements.txt (as a Space needs it); on a CPU-only Linux machine install the CPU wheel
+# first: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu (README, "CPU-only machines").
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

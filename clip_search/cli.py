@@ -76,7 +76,23 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         + (f", resumed after {report.resumed_from}" if report.resumed_from else "")
         + (f", {report.partitions} partitions on the cluster" if report.partitions else "")
     )
+    print(_query_languages(report.text_model, args.model))
     return 0
+
+
+def _query_languages(student: str | None, model: str) -> str:
+    """The line saying which languages a new store answers queries in."""
+    from clip_search.distill import student_languages
+
+    if student is None:
+        return (
+            f"queries: English (CLIP's own text encoder); no multilingual student is known for {model}: "
+            "pass --text-model with one (e.g. made by `clip-search distill`) for queries in other languages"
+        )
+    languages = student_languages(student)
+    if languages is None:
+        return f"queries: the languages of the multilingual student {student}"
+    return f"queries: {', '.join(languages)} (multilingual student {student})"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -84,6 +100,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from clip_search.decode import decode_image
     from clip_search.engine import SearchEngine
     from clip_search.errors import SkipItem
+    from clip_search.relevance import STRONG
 
     if not (args.query or "").strip() and not args.image:
         raise QueryError("the query is empty: give QUERY text, or --image PATH")
@@ -97,23 +114,38 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.labels is not None and not labels:
         raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
     engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory), text_backend=args.text_backend)
-    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or ())
+    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), min_score=args.threshold)
     if args.json:
         payload = [
-            {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "image": h.image, "caption": h.caption, "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels]}
+            {
+                "rank": h.rank, "id": h.id, "score": round(h.score, 6), "relevance": h.relevance, "band": h.band, "image": h.image, "caption": h.caption,
+                "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels],
+            }
             for h in result.hits
         ]
         print(json.dumps(payload, ensure_ascii=False, indent=2, allow_nan=False))
         return 0
+    if not any(h.band == STRONG for h in result.hits):
+        print("no strong matches" + (" — closest results:" if result.hits else f" above --threshold {args.threshold}"), file=sys.stderr)
     for h in result.hits:
         labels_text = ", ".join(f"{l} {p:.0%}" for l, p in h.labels)
-        print(f"{h.rank:>3}  {h.score:.4f}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
+        print(f"{h.rank:>3}  {h.score:.4f}  {h.relevance:>4.0%} {h.band:<6}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
     return 0
 
 
 def printable(text: str) -> str:
     """`text` on one terminal line: control characters (newlines, escapes) shown as backslash escapes."""
     return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _threshold(text: str) -> float | str:
+    """--threshold: 'auto' or a relevance from 0 to 1 (argparse shows a bad one in one line)."""
+    from clip_search.relevance import parse_min_score
+
+    try:
+        return parse_min_score(text.strip().lower())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number from 0 to 1, got {text!r}") from None
 
 
 def _bytes(text: str | None) -> int | None:
@@ -229,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="store folder to write")
     _add_model_options(p, model_default=config.DEFAULT_MODEL)
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
-    p.add_argument("--text-model", default="auto", help="multilingual student recorded for queries: hub id or folder, 'auto' (the known one for --model) or 'none'")
+    p.add_argument("--text-model", default="auto", help="multilingual student recorded for queries: hub id or folder, 'auto' (the known one for --model) or 'none' (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE, help="images per model call (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: half the cores; 8 for URL lists)")
     p.add_argument("--shard-size", type=int, default=config.DEFAULT_SHARD_SIZE, help="items per resumable shard (default %(default)s)")
@@ -254,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="search exactly, even where the store has an approximate index")
     p.add_argument("--max-memory", default=None, help="memory exact search may keep, e.g. 2G (default: a float32 copy when it fits in 2 GiB; else chunks)")
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--threshold", default=None, type=_threshold, metavar="auto|FLOAT", help="keep only results of at least this relevance (0 to 1, how far a result stands out from the store for this query), or 'auto': strong and weak matches (default: every result)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (with each result's relevance and band)")
     _add_text_backend(p)
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
@@ -279,11 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_distill_parser(sub)
 
-    p = sub.add_parser("eval", help="measure retrieval quality on held-out demo scenes (precision@k per language, zero-shot accuracy)")
+    p = sub.add_parser("eval", help="measure quality on held-out demo scenes, per language: precision@k, zero-shot accuracy, the relevance signal")
     p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP to evaluate (default: the demo CLIP)")
     p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student to evaluate, or 'none' (default: the demo student)")
-    p.add_argument("--scenes", type=int, default=2000, help="held-out scenes in the gallery")
-    p.add_argument("--device", default=None)
+    p.add_argument("--scenes", type=int, default=2000, help="held-out scenes in the gallery (default %(default)s)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -291,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(config.DEMO_CLIP), help="where to save it (default: models/demo-clip)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: TrainConfig.steps)")
     p.add_argument("--scenes", type=int, default=None, help="training scenes generated (default: TrainConfig.scenes)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=None, help="seed of the scenes and the initialisation (default: TrainConfig.seed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_demo)
     return parser
 

@@ -16,6 +16,7 @@ from transformers import AutoProcessor, CLIPModel
 from clip_search.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_TEXT_BATCH_SIZE
 from clip_search.device import resolve_device, resolve_dtype
 from clip_search.errors import ModelLoadError, one_line
+from clip_search.hub import check_hub_model
 from clip_search.vectors import l2_normalise
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ class ClipEncoder:
         """Load a Hugging Face CLIP checkpoint by hub id or local path."""
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
+        cached_only = check_hub_model(model_id, revision=revision, what="CLIP model")
         try:
-            model = CLIPModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype)
-            processor = AutoProcessor.from_pretrained(model_id, revision=revision)
+            model = CLIPModel.from_pretrained(model_id, revision=revision, dtype=torch_dtype, local_files_only=cached_only)
+            processor = AutoProcessor.from_pretrained(model_id, revision=revision, local_files_only=cached_only)
         except (OSError, ValueError, KeyError) as exc:
             where = "local folder" if Path(model_id).exists() else "model id"
             raise ModelLoadError(f"cannot load CLIP {where} {model_id!r}: {one_line(exc)}") from None

@@ -55,8 +55,41 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 DEFAULT_TOP_LABELS = 3
 
+# Labels through a multilingual student: prompt templates in the labels' language (detected over all the labels
+# typed; "{}" alone when no language is detected with LABEL_LANGUAGE_CONFIDENCE). Chosen on the demo world, where
+# they give dictionary-form labels the accuracy of whole captions (`clip-search eval`). German labels in lower case
+# are adjectives in their dictionary form ("rot") and are inflected into LABEL_GERMAN_ADJECTIVE_TEMPLATES.
+LABEL_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "en": ("{}", "a picture of a {}"),
+    "de": ("{}", "ein Bild mit {}"),
+    "fr": ("{}", "une image de {}"),
+    "es": ("{}", "una imagen de {}"),
+    "ru": ("{}", "на картинке {}"),
+    "zh": ("{}", "图片里有{}"),
+}
+LABEL_GERMAN_ADJECTIVE_TEMPLATES: tuple[str, ...] = ("eine {} Form",)
+LABEL_LANGUAGE_CONFIDENCE = 0.9
+# Open-set labels: a label fits an image when the image's score stands out from that label's scores over the store
+# (z-score over the relevance sample); P(fits) = sigmoid(LABEL_FIT_SLOPE * (z - LABEL_FIT_Z)). When the best label
+# does not fit, the answer is NONE_OF_THESE; a single label is a yes/no with that probability.
+NONE_OF_THESE = "none of these"
+LABEL_FIT_Z = 1.0
+LABEL_FIT_SLOPE = 3.0
+LABEL_FIT_CERTAINTY = 0.99  # no answer is more certain than this (nor less than 1 - this): a label is never "100%"
+
+# Relevance (clip_search.relevance): a hit's score as a z-score over the query's scores on a sample of the store,
+# relative to the query's best hit. Cutoffs chosen on the demo world (`clip-search eval`, README).
+RELEVANCE_SAMPLE_ROWS = 4096  # store rows a query's score distribution is taken over (all rows of a smaller store)
+RELEVANCE_STRONG = 0.83  # relevance from which a hit is a strong match (balances precision and recall on the demo world)
+RELEVANCE_WEAK = 0.7  # relevance from which a hit is a weak match (below: none)
+RELEVANCE_MIN_TOP_Z = 2.0  # a query whose best hit is less than this many std above its mean over the store has no strong match
+
 # URL sources: first retry waits this long, each later one twice as long (capped at 2 s).
 DOWNLOAD_BACKOFF_S = 0.25
+
+# A hub model id is checked once before loading (clip_search.hub): tries after the first, and each one's timeout.
+HUB_CHECK_RETRIES = 2
+HUB_CHECK_TIMEOUT_S = 5.0
 
 # Web app (clip_search.ui).
 APP_TITLE = "clip-search: find images by describing them"

@@ -402,6 +402,19 @@ def _save(model: Any, report: DistillReport, out: Path) -> None:
     (out / "clip_search.json").write_text(json.dumps(pairing, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def student_languages(student: str | Path) -> tuple[str, ...] | None:
+    """The languages a student made by `distill` was trained on (its `clip_search.json`), or None when the folder has
+    no such record (a hub id, or a student made elsewhere)."""
+    record = Path(student).expanduser() / "clip_search.json"
+    if not record.is_file():
+        return None
+    try:
+        languages = json.loads(record.read_text(encoding="utf-8")).get("languages")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tuple(str(lang) for lang in languages) if isinstance(languages, list) else None
+
+
 def model_card(report: DistillReport) -> str:
     """A Hugging Face model card (README.md) for a distilled student: front matter, data, settings, figures, usage."""
     base = "" if Path(report.student).expanduser().exists() else f"base_model: {json.dumps(report.student)}\n"

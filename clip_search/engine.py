@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from clip_search.classify import embed_labels, zero_shot_probabilities
-from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS
+from clip_search.classify import embed_labels, embed_prompts, label_prompts, labels_language, open_set_probabilities, zero_shot_probabilities
+from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, NONE_OF_THESE
 from clip_search.errors import ClipSearchError, QueryError, StoreError
 from clip_search.filters import Condition, parse_conditions, row_mask
+from clip_search.relevance import RelevanceScale, kept, parse_min_score, sample_rows
 from clip_search.search import DEFAULT_NEGATIVE_WEIGHT, combine_query
 from clip_search.store import EmbeddingStore, same_model
 
@@ -48,7 +49,10 @@ class TextEncoder(Protocol):
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: where it is in the store, how well it matched, and its top zero-shot labels."""
+    """One result: where it is in the store, how well it matched, and its top zero-shot labels.
+
+    `score` is the raw cosine; `relevance` (0..1) and `band` ("strong", "weak", "none") say how it stands out
+    from the store for this query (clip_search.relevance)."""
 
     rank: int
     row: int
@@ -58,16 +62,34 @@ class Hit:
     caption: str | None
     metadata: dict[str, Any]
     labels: tuple[tuple[str, float], ...] = ()
+    band: str | None = None
+    relevance: float | None = None
 
 
 @dataclass
 class SearchResult:
-    """The hits of one query, the labels they were classified against, and where the time went (ms)."""
+    """The hits of one query, the labels they were classified against, and where the time went (ms).
+
+    `probabilities` is hits × labels; with open-set labels `none_of_these` holds each hit's probability that no
+    label fits (each row of probabilities plus it sums to one)."""
 
     hits: list[Hit]
     labels: list[str] = field(default_factory=list)
     probabilities: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    none_of_these: np.ndarray | None = None
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The labels a table of answers shows: the typed ones, then "none of these" with open-set labels."""
+        return [*self.labels, NONE_OF_THESE] if self.none_of_these is not None else list(self.labels)
+
+    @property
+    def label_table(self) -> np.ndarray | None:
+        """hits × label_columns probabilities (each row sums to one), or None without labels."""
+        if self.probabilities is None or self.none_of_these is None:
+            return self.probabilities
+        return np.column_stack([self.probabilities, self.none_of_these])
 
 
 @dataclass(frozen=True)
@@ -80,9 +102,11 @@ class Query:
     top_k: int = DEFAULT_TOP_K
     labels: Sequence[str] = ()
     where: Sequence[str | Condition] = ()
-    templates: Sequence[str] = DEFAULT_TEMPLATES
+    templates: Sequence[str] | None = None
     top_labels: int = DEFAULT_TOP_LABELS
     negative_weight: float = DEFAULT_NEGATIVE_WEIGHT
+    min_score: float | str | None = None
+    open_set: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,6 +145,7 @@ class SearchEngine:
         self.multilingual = multilingual if multilingual is not None else text_encoder is not self._clip
         self.index: Index = index if index is not None else ExactIndex(store.embeddings)
         self._label_cache = lru_cache(maxsize=64)(self._embed_labels)
+        self._relevance_scale: RelevanceScale | None = None
         self._mask_cache = lru_cache(maxsize=32)(self._mask)
 
     @property
@@ -131,6 +156,13 @@ class SearchEngine:
             self.store.check_encoder(clip.dim, f"CLIP model {clip.model_id}")
             self._clip = clip
         return self._clip
+
+    @property
+    def relevance_scale(self) -> RelevanceScale:
+        """The store's sample of rows that each query's scores are calibrated against (read on first use)."""
+        if self._relevance_scale is None:
+            self._relevance_scale = RelevanceScale(self.store.vectors(sample_rows(len(self.store))))
+        return self._relevance_scale
 
     @property
     def logit_scale(self) -> float:
@@ -223,14 +255,22 @@ class SearchEngine:
         top_k: int = DEFAULT_TOP_K,
         labels: Sequence[str] = (),
         where: Sequence[str | Condition] = (),
-        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        templates: Sequence[str] | None = None,
         top_labels: int = DEFAULT_TOP_LABELS,
         negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        min_score: float | str | None = None,
+        open_set: bool = True,
     ) -> SearchResult:
         """The best `top_k` images for a text and/or image query, pushed away from `negative`, among the rows that
-        pass every `where` condition, classified on `labels`."""
+        pass every `where` condition, classified on `labels`.
+
+        Every hit carries its relevance and band; `min_score` keeps only hits of at least that relevance (0..1),
+        or with "auto" those whose band is strong or weak (None keeps all `top_k`). Labels are put in `templates`,
+        by default those of the labels' language through a multilingual student (`classify.label_prompts`), else
+        CLIP's English ensemble; `open_set` adds "none of these" (a single label is then a yes/no)."""
         if top_k < 1:
             raise QueryError(f"top_k must be at least 1, got {top_k}")
+        min_score = _min_score(min_score)
         t0 = time.perf_counter()
         allowed = self._mask_cache(parse_conditions(where)) if where else None
         positives = []
@@ -247,7 +287,7 @@ class SearchEngine:
         keep = found[0] >= 0
         t2 = time.perf_counter()
         timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
-        return self._result(found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings)
+        return self._result(query, found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings, min_score, open_set)
 
     def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
         """Many searches at once, each answered as `search` would answer it alone: its result, or the
@@ -266,6 +306,7 @@ class SearchEngine:
             try:
                 if q.top_k < 1:
                     raise QueryError(f"top_k must be at least 1, got {q.top_k}")
+                _min_score(q.min_score)
                 conditions = parse_conditions(q.where) if q.where else ()
                 if conditions:
                     self._mask_cache(conditions)  # an unknown column fails this request alone, here
@@ -306,7 +347,7 @@ class SearchEngine:
         for i, *_ in planned:
             q = queries[i]
             try:
-                out[i] = self._result(*found[i], q.labels, q.templates, q.top_labels, shared)
+                out[i] = self._result(vectors[i], *found[i], q.labels, q.templates, q.top_labels, shared, _min_score(q.min_score), q.open_set)
             except ClipSearchError as exc:
                 out[i] = exc
         return out  # type: ignore[return-value]
@@ -341,31 +382,63 @@ class SearchEngine:
             raise QueryError(f"no row {row}: the store holds rows 0 to {len(self.store) - 1}")
         return self.store.rows([row])[0]
 
-    def _result(self, rows: np.ndarray, scores: np.ndarray, labels: Sequence[str], templates: Sequence[str], top_labels: int, timings: dict[str, float]) -> SearchResult:
-        """The hits of found rows, classified on `labels` (the stored vectors, no re-encoding)."""
+    def _result(
+        self, query: np.ndarray, rows: np.ndarray, scores: np.ndarray, labels: Sequence[str], templates: Sequence[str] | None, top_labels: int,
+        timings: dict[str, float], min_score: float | str | None = None, open_set: bool = True,
+    ) -> SearchResult:
+        """The hits of found rows with their relevance, those below `min_score` dropped, classified on `labels`
+        (the stored vectors, no re-encoding)."""
         started = time.perf_counter()
-        probabilities = None
+        assessment = self.relevance_scale.assess(query, scores)
+        keep = kept(assessment, min_score)
+        rows, scores = rows[keep], scores[keep]
+        relevance, bands = assessment.relevance[keep], [b for b, k in zip(assessment.bands, keep) if k]
+        probabilities = none = None
         if labels and len(rows):
-            label_vectors = self._label_cache(tuple(labels), tuple(templates))
-            probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
+            label_vectors = self.label_vectors(labels, templates)
+            if open_set:
+                answer = open_set_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale, self.relevance_scale.sample)
+                probabilities, none = answer.probabilities, answer.none
+            else:
+                probabilities = zero_shot_probabilities(self.store.vectors(rows), label_vectors, self.logit_scale)
         classified = {**timings, "classify": 1e3 * (time.perf_counter() - started)}
-        hits = [
-            self._hit(rank, int(row), float(score), meta, labels, None if probabilities is None else probabilities[rank], top_labels)
+        result = SearchResult([], list(labels), probabilities, classified, none)
+        table = result.label_table
+        result.hits = [
+            self._hit(rank, int(row), float(score), meta, result.label_columns, None if table is None else table[rank], top_labels, bands[rank], float(relevance[rank]))
             for rank, (row, score, meta) in enumerate(zip(rows, scores, self.store.rows(rows)))
         ]
-        return SearchResult(hits, list(labels), probabilities, classified)
+        return result
 
     def _mask(self, conditions: tuple[Condition, ...]) -> np.ndarray:
         return row_mask(self.store.metadata, conditions)
 
-    def _embed_labels(self, labels: tuple[str, ...], templates: tuple[str, ...]) -> np.ndarray:
-        return embed_labels(labels, self.text_encoder.encode_texts, templates)
+    def label_vectors(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+        """One unit vector per label, embedded as `search` embeds them (cached): in `templates`, else by default."""
+        return self._label_cache(tuple(labels), None if templates is None else tuple(templates))
 
-    def _hit(self, rank: int, row: int, score: float, meta: dict[str, Any], labels: Sequence[str], probs: np.ndarray | None, top_labels: int) -> Hit:
+    def _embed_labels(self, labels: tuple[str, ...], templates: tuple[str, ...] | None) -> np.ndarray:
+        if templates is not None:
+            return embed_labels(labels, self.text_encoder.encode_texts, templates)
+        if not self.multilingual:
+            return embed_labels(labels, self.text_encoder.encode_texts, DEFAULT_TEMPLATES)
+        return embed_prompts(label_prompts(labels, labels_language(labels)), self.text_encoder.encode_texts)
+
+    def _hit(
+        self, rank: int, row: int, score: float, meta: dict[str, Any], labels: Sequence[str], probs: np.ndarray | None, top_labels: int, band: str, relevance: float,
+    ) -> Hit:
         caption = next((str(meta[c]) for c in CAPTION_COLUMNS if meta.get(c)), None)
         ranked: tuple[tuple[str, float], ...] = ()
         if probs is not None:
             order = np.argsort(-probs, kind="stable")[:top_labels]
             ranked = tuple((labels[i], float(probs[i])) for i in order)
         shown = {k: v for k, v in meta.items() if k not in HIDDEN_COLUMNS}
-        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked)
+        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked, band, round(relevance, 4))
+
+
+def _min_score(value: float | str | None) -> float | str | None:
+    """A min_score checked ("auto", a relevance in 0..1, or None); a bad one is a QueryError."""
+    try:
+        return parse_min_score(value)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None

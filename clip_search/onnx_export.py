@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from clip_search.errors import ModelLoadError, one_line
+from clip_search.hub import check_hub_model
 from clip_search.onnx_text import (
     INPUT_NAMES,
     KINDS,
@@ -135,8 +136,9 @@ def _load_student(model_ref: str, revision: str | None) -> tuple[Any, Any, dict[
 
     from clip_search.text_student import StudentTextEncoder
 
+    cached_only = check_hub_model(model_ref, revision=revision, what="multilingual text model")
     try:
-        st = SentenceTransformer(model_ref, revision=revision, device="cpu")
+        st = SentenceTransformer(model_ref, revision=revision, device="cpu", local_files_only=cached_only)
     except (OSError, ValueError, KeyError) as exc:
         where = "local folder" if Path(model_ref).exists() else "model id"
         raise ModelLoadError(f"cannot load multilingual text {where} {model_ref!r}: {one_line(exc)}") from None

@@ -87,6 +87,7 @@ class PrecomputeReport:
     pruned: int = 0  # rows dropped because their item left the source
     kept_missing: int = 0  # rows kept although their item left the source
     partitions: int = 0  # partitions embedded on a cluster by this run (0 for a single-machine run)
+    text_model: str | None = None  # the multilingual student recorded for queries (None: CLIP's own, English)
 
 
 @dataclass
@@ -499,7 +500,7 @@ def _run(source: Source, out: Path, workdir: Path, clip: ClipEncoder, images: Im
     summary = _finalise(source, out, workdir, clip, backend, old, keys, chosen_text_model, prune)
     rate = embedded / seconds if seconds > 0 and embedded else 0.0
     log.info("wrote %s: %d embeddings (%d new), %d skipped, %.1f images/s", out, summary["count"], embedded, summary["skipped"], rate)
-    return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"], done.partitions)
+    return PrecomputeReport(out, summary["count"], summary["skipped"], resumed, seconds, rate, embedded, summary["reused"], summary["pruned"], summary["kept_missing"], done.partitions, chosen_text_model)
 
 
 def _keys(source: Source, known: _Known) -> list[tuple[str, str]] | None:

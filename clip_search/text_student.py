@@ -14,6 +14,7 @@ from clip_search.vectors import l2_normalise
 from clip_search.config import DEFAULT_TEXT_BATCH_SIZE
 from clip_search.device import resolve_device
 from clip_search.errors import ModelLoadError, one_line
+from clip_search.hub import check_hub_model
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,9 @@ class StudentTextEncoder:
         from sentence_transformers import SentenceTransformer
 
         dev = resolve_device(device)
+        cached_only = check_hub_model(model_id, what="multilingual text model")
         try:
-            model = SentenceTransformer(model_id, device=str(dev))
+            model = SentenceTransformer(model_id, device=str(dev), local_files_only=cached_only)
         except (OSError, ValueError, KeyError) as exc:
             where = "local folder" if Path(model_id).exists() else "model id"
             raise ModelLoadError(f"cannot load multilingual text {where} {model_id!r}: {one_line(exc)}") from None

@@ -552,14 +552,14 @@ def _api_error(status: int, message: str) -> JSONResponse:
 
 
 def _table(result: SearchResult | None) -> dict[str, Any]:
-    """One row per result: rank, id, top label, then its probability for every label (rows sum to 1)."""
-    if result is None or result.probabilities is None:
+    """One row per result: rank, id, top label, then its probability for every label and "none of these" (rows sum to 1)."""
+    if result is None or result.label_table is None:
         return {"headers": list(TABLE_FIXED_HEADERS), "data": []}
     rows = [
         [hit.rank, _clip(hit.id, 60), hit.labels[0][0] if hit.labels else "", *(f"{p:.3f}" for p in probs)]
-        for hit, probs in zip(result.hits, result.probabilities)
+        for hit, probs in zip(result.hits, result.label_table)
     ]
-    return {"headers": [*TABLE_FIXED_HEADERS, *result.labels], "data": rows}
+    return {"headers": [*TABLE_FIXED_HEADERS, *result.label_columns], "data": rows}
 
 
 def _status(query: str | None, negative: str | None, with_image: bool, result: SearchResult) -> str:

@@ -19,6 +19,7 @@ from gradio_client import Client, handle_file
 
 from dataclasses import replace
 
+from clip_search.config import NONE_OF_THESE
 from clip_search.engine import SearchEngine
 from PIL import Image
 from clip_search.store import EmbeddingStore, SourceInfo, write_store
@@ -86,12 +87,12 @@ def test_text_search_with_labels(served: Served, client: Client) -> None:
     assert scores == pytest.approx([h.score for h in expected.hits], abs=1e-3)
     assert all(c.endswith("%") for c in captions)  # top label with its probability
 
-    assert table["headers"] == [*TABLE_FIXED_HEADERS, *LABELS]
+    assert table["headers"] == [*TABLE_FIXED_HEADERS, *LABELS, NONE_OF_THESE]
     assert [row[1] for row in table["data"]] == [h.id for h in expected.hits]
     for row, hit in zip(table["data"], expected.hits):
         probs = [float(p) for p in row[len(TABLE_FIXED_HEADERS):]]
         assert sum(probs) == pytest.approx(1.0, abs=0.01)
-        assert row[2] == LABELS[int(np.argmax(probs))] == hit.labels[0][0]
+        assert row[2] == [*LABELS, NONE_OF_THESE][int(np.argmax(probs))] == hit.labels[0][0]
 
     assert "\n" not in status.strip() and "**5** results" in status
     assert all(f"{part} " in status and " ms" in status for part in ("encode", "search", "classify"))

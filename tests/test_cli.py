@@ -27,15 +27,28 @@ def test_search_json_with_labels_on_the_demo_store() -> None:
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert all(Path(h["image"]).is_file() and h["caption"] for h in hits)
-    assert all(sum(label["probability"] for label in h["labels"]) == pytest.approx(1, abs=1e-4) for h in hits)
+    assert all(sum(label["probability"] for label in h["labels"]) == pytest.approx(1, abs=1e-4) for h in hits)  # 3 labels + none of these
     assert [h["labels"][0]["label"] for h in hits].count("blue") >= 3
+    assert hits[0]["band"] == "strong" and hits[0]["relevance"] == 1.0
+    assert all(h["band"] in ("strong", "weak", "none") and 0 <= h["relevance"] <= 1 for h in hits)
+
+
+def test_threshold_keeps_results_by_relevance_and_says_when_none_is_strong() -> None:
+    store = str(config.DEMO_STORE)
+    every = json.loads(clip_search("search", store, "a red star", "--top-k", "40", "--json").stdout)
+    auto = json.loads(clip_search("search", store, "a red star", "--top-k", "40", "--threshold", "auto", "--json").stdout)
+    assert [h["id"] for h in auto] == [h["id"] for h in every if h["band"] != "none"] and len(auto) < len(every)
+    strict = json.loads(clip_search("search", store, "a red star", "--top-k", "40", "--threshold", "0.95", "--json").stdout)
+    assert strict and all(h["relevance"] >= 0.95 for h in strict) and len(strict) < len(auto)
+    bad = clip_search("search", store, "a red star", "--threshold", "1.5")
+    assert bad.returncode == 2 and "--threshold: expected 'auto' or a number from 0 to 1, got '1.5'" in bad.stderr
 
 
 def test_search_by_image_prints_a_table(folder_store: Path, photo_dir: Path) -> None:
     result = clip_search("search", str(folder_store), "--image", str(photo_dir / "jpg" / "red-circle.jpg"), "--top-k", "2")
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0].split()
-    assert first[0] == "1" and first[2].endswith("jpg/red-circle.jpg")
+    assert first[0] == "1" and first[2].endswith("%") and first[3] in ("strong", "weak", "none") and first[4].endswith("jpg/red-circle.jpg")
 
 
 @pytest.mark.parametrize(
@@ -147,3 +160,39 @@ def test_a_damaged_matrix_is_refused_never_printed_as_nan(folder_store: Path, tm
     result = clip_search("search", str(store), "a red circle", "--json")
     assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
     assert f"{store / 'embeddings.npy'}: row 7 " in result.stderr
+
+
+def test_precompute_says_which_query_languages_the_store_supports(tmp_path: Path) -> None:
+    from tests.conftest import draw_photo
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    draw_photo("red", "circle").save(folder / "red.png")
+    draw_photo("blue", "square").save(folder / "blue.png")
+    common = ("--model", str(config.DEMO_CLIP), "--workers", "0", "--no-progress")
+    english = clip_search("precompute", str(folder), "--out", str(tmp_path / "en"), *common)
+    assert english.returncode == 0, english.stderr
+    assert f"queries: English (CLIP's own text encoder); no multilingual student is known for {config.DEMO_CLIP}" in english.stdout
+    student = clip_search("precompute", str(folder), "--out", str(tmp_path / "multi"), *common, "--text-model", str(config.DEMO_STUDENT))
+    assert student.returncode == 0, student.stderr
+    assert f"queries: en, de, es, fr, ru, zh (multilingual student {config.DEMO_STUDENT})" in student.stdout
+
+
+def test_an_unreachable_hub_fails_in_one_line_after_bounded_tries(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a loopback port nobody listens on: the hub is "down", nothing leaves the machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_DISABLE_TELEMETRY": "1", "CLIP_SEARCH_CACHE": str(tmp_path / "cache")}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "clip_search.cli", "precompute", str(config.DEMO_STORE / "images"), "--out", str(tmp_path / "s"), "--model", "no-such-org/no-such-clip"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot reach the Hugging Face hub at http://127.0.0.1:{port} to fetch CLIP model 'no-such-org/no-such-clip'" in result.stderr
+    assert "3 tries): pass a local model folder" in result.stderr and "Retrying" not in result.stderr
+    assert time.perf_counter() - started < 120  # the libraries' own retries took minutes on a loaded machine
+

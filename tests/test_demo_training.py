@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -74,11 +75,17 @@ def test_training_is_reproducible_from_its_seed(tmp_path: Path) -> None:
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
 
 
-def test_eval_json_on_the_shipped_demo_models() -> None:
+@pytest.fixture(scope="module")
+def eval_figures() -> dict:
+    """`clip-search eval --json` on the shipped demo models, run once for the tests below."""
     result = subprocess.run([sys.executable, "-m", "clip_search.cli", "eval", "--json"], cwd=REPO, capture_output=True, text=True, timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
-    assert set(figures) == {"precision_at", "zero_shot_accuracy"}
+    return json.loads(result.stdout)
+
+
+def test_eval_json_on_the_shipped_demo_models(eval_figures: dict) -> None:
+    figures = eval_figures
+    assert set(figures) == {"precision_at", "zero_shot_accuracy", "zero_shot_by_language", "relevance", "out_of_world"}
     assert set(figures["precision_at"]) == {"1", "5", "10"}
     p10 = figures["precision_at"]["10"]
     assert set(p10) == {"en", "en-student", "de", "fr", "es", "ru", "zh"}
@@ -88,3 +95,18 @@ def test_eval_json_on_the_shipped_demo_models() -> None:
     assert all(p10[lang] >= 0.95 * p10["en"] for lang in p10)
     assert figures["zero_shot_accuracy"]["shape"] >= 0.95
     assert figures["zero_shot_accuracy"]["color"] >= 0.95
+    languages = {"en", "de", "fr", "es", "ru", "zh"}
+    assert set(figures["zero_shot_by_language"]) == set(figures["relevance"]) == set(figures["out_of_world"]) == languages
+    # Dictionary-form labels ("rot", "grün", …) in every language: colour meets the bar (German was 0.25 with English
+    # templates); shape is held at what the demo CLIP reaches (0.946-0.952) until the bars below are met.
+    assert all(figures["zero_shot_by_language"][lang]["color"] >= 0.95 for lang in languages)
+    assert all(figures["zero_shot_by_language"][lang]["shape"] >= 0.94 for lang in languages)
+    assert all(min(figures["relevance"][lang].values()) >= 0.85 for lang in languages)
+
+
+@pytest.mark.xfail(strict=True, reason="not met by the demo models yet (README, 'The demo world'): they score unknown words like shapes, and rank too few matches above the others past the top 10")
+def test_eval_bars_the_demo_models_do_not_meet_yet(eval_figures: dict) -> None:
+    languages = ("en", "de", "fr", "es", "ru", "zh")
+    assert all(figures["shape"] >= 0.95 for figures in eval_figures["zero_shot_by_language"].values())
+    assert all(eval_figures["relevance"][lang]["precision"] >= 0.9 and eval_figures["relevance"][lang]["recall"] >= 0.9 for lang in languages)
+    assert all(eval_figures["out_of_world"][lang] >= 0.95 for lang in languages)

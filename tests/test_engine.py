@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clip_search.config import NONE_OF_THESE
 from clip_search.engine import SearchEngine
 from clip_search.errors import QueryError, StoreError
 from tests.conftest import draw_photo
@@ -62,13 +63,26 @@ def test_text_plus_image_and_negative_change_the_query(engine: SearchEngine) -> 
 
 def test_labels_classify_returned_images_from_stored_embeddings(engine: SearchEngine) -> None:
     labels = ["red", "green", "blue", "yellow"]
-    result = engine.search("a blue square", top_k=4, labels=labels, top_labels=2)
-    assert result.probabilities.shape == (4, 4)
+    result = engine.search("a blue square", top_k=4, labels=labels, top_labels=2, open_set=False)
+    assert result.probabilities.shape == (4, 4) and result.none_of_these is None and result.label_columns == labels
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1, rtol=1e-5)
     for hit, probs in zip(result.hits, result.probabilities):
         assert len(hit.labels) == 2
         assert hit.labels[0] == (labels[int(np.argmax(probs))], pytest.approx(float(probs.max())))
         assert hit.labels[0][1] >= hit.labels[1][1]
+
+
+def test_open_set_labels_add_none_of_these_and_keep_the_closed_ranking(engine: SearchEngine) -> None:
+    labels = ["red", "green", "blue", "yellow"]
+    closed = engine.search("a blue square", top_k=4, labels=labels, open_set=False)
+    result = engine.search("a blue square", top_k=4, labels=labels, top_labels=5)
+    assert result.label_columns == [*labels, NONE_OF_THESE] and result.label_table.shape == (4, 5)
+    np.testing.assert_allclose(result.label_table.sum(axis=1), 1, rtol=1e-5)
+    # the typed labels keep their order; "none of these" takes what the best label's fit leaves
+    np.testing.assert_array_equal(result.probabilities.argmax(axis=1), closed.probabilities.argmax(axis=1))
+    assert all(dict(h.labels)[NONE_OF_THESE] == pytest.approx(float(n)) for h, n in zip(result.hits, result.none_of_these))
+    single = engine.search("a blue square", top_k=4, labels=["blue"])
+    assert all(0.0 < dict(h.labels)["blue"] < 1.0 for h in single.hits)  # a yes/no, never a certain 100%
 
 
 def test_empty_query_is_a_query_error(engine: SearchEngine) -> None:

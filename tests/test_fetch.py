@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import io
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -118,6 +119,10 @@ class _Server(ThreadingHTTPServer):
         self.stop = threading.Event()
         self._hits: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that timed out drops its connection: expected here
+            super().handle_error(request, client_address)
 
     def count(self, path: str) -> int:
         with self._lock:
