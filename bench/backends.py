@@ -4,6 +4,8 @@
                                                                      (A B C D, A B C D, ...), plus cosine to torch
   python bench/backends.py stages [--images 192]                    read, decode+resize per core, model only per
                                                                      backend, end to end, naive loop; the bars
+  python bench/backends.py spin [--images 160 --rounds 3]           end to end with ONNX Runtime's threads spinning
+                                                                     and not, alternately
   python bench/backends.py quality [--scenes 2000]                  the demo world's `clip-search eval` per
                                                                      backend, as deltas to torch float32
 
@@ -244,6 +246,27 @@ def cmd_quality(args: argparse.Namespace) -> None:
         print(json.dumps(reports, indent=1))
 
 
+def cmd_spin(args: argparse.Namespace) -> None:
+    """precompute end to end with ORT's intra-op threads spinning and not, alternately (config.ORT_SPIN_THREADS)."""
+    from clip_search import onnx_text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["CLIP_SEARCH_CACHE"] = str(Path(tmp) / "cache")
+        model = vit_b32(Path(tmp) / "vit-b32")
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        photos(folder, args.images)
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(args.rounds):
+            for spin in rates:
+                onnx_text.ORT_SPIN_THREADS = spin  # read when each session is made
+                report = precompute(str(folder), Path(tmp) / "store", model=str(model), text_model=None, batch_size=args.batch_size, progress=False, overwrite=True, backend=config.ONNX_INT8_BACKEND)
+                rates[spin].append(report.images_per_second)
+                print(f"  spinning {'on ' if spin else 'off'}: {rates[spin][-1]:.2f} img/s, load {os.getloadavg()[0]:.1f}", flush=True)
+    on, off = (statistics.median(rates[k]) for k in (True, False))
+    print(f"\nend to end, onnx-int8, {args.images} JPEGs: spinning {on:.2f} img/s, not spinning {off:.2f} img/s ({off / on:.2f}x)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +283,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2, help="end-to-end runs per backend, interleaved")
     p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE)
     p.set_defaults(func=cmd_stages)
+    p = sub.add_parser("spin")
+    p.add_argument("--images", type=int, default=160)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE)
+    p.set_defaults(func=cmd_spin)
     p = sub.add_parser("quality")
     p.add_argument("--model", default=str(config.DEMO_CLIP))
     p.add_argument("--text-model", default=str(config.DEMO_STUDENT))
