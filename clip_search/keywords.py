@@ -2,14 +2,16 @@
 
 Words of alphabetic scripts are split on anything that is not a letter or digit and case-folded. Chinese, Japanese
 and Korean write no spaces between words, so a run of their characters becomes its overlapping character bigrams
-("红色星星" → 红色 色星 星星), the usual unit of CJK keyword search; a lone character is its own token. No stemming:
-"stars" does not match "star".
+("红色星星" → 红色 色星 星星), the usual unit of CJK keyword search; a lone character is its own token. Stop words of
+the European languages bm25s lists ("a", "the", "der", "и" …) are left out: on short captions they otherwise score as
+much as the words that matter. No stemming: "stars" does not match "star".
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +21,25 @@ _TOKEN = re.compile(rf"[{_CJK}]+|[^\W{_CJK}]+")
 _CJK_RUN = re.compile(rf"[{_CJK}]+")
 
 
+STOPWORD_LISTS = ("STOPWORDS_EN", "STOPWORDS_GERMAN", "STOPWORDS_FRENCH", "STOPWORDS_SPANISH", "STOPWORDS_ITALIAN", "STOPWORDS_PORTUGUESE", "STOPWORDS_RUSSIAN")
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    """The stop words left out of keyword search (bm25s's lists, case-folded)."""
+    import bm25s.stopwords
+
+    return frozenset(w.casefold() for name in STOPWORD_LISTS for w in getattr(bm25s.stopwords, name))
+
+
 def tokenize(text: str | None) -> list[str]:
-    """The BM25 tokens of a text: case-folded words, and character bigrams of CJK runs."""
+    """The BM25 tokens of a text: case-folded words that are not stop words, and character bigrams of CJK runs."""
     tokens: list[str] = []
     for match in _TOKEN.finditer((text or "").casefold()):
         run = match.group()
         if _CJK_RUN.fullmatch(run) and len(run) > 1:
             tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
-        else:
+        elif run not in stopwords():
             tokens.append(run)
     return tokens
 

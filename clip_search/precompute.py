@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.config import AUTO_IMAGE_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
+from clip_search.config import AUTO_IMAGE_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_CAPTION_MODEL, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
 from clip_search.sources import Source, SourceItem, open_source
@@ -293,6 +293,8 @@ def precompute(
     cluster: Any = None,
     partition_size: int | None = None,
     backend: str = DEFAULT_IMAGE_BACKEND,
+    text_columns: Sequence[str] | None = None,
+    caption_model: str | None = None,
 ) -> PrecomputeReport:
     """Embed the images of `source` with CLIP `model` into the store at `out`: new, updated, or resumed.
 
@@ -311,6 +313,10 @@ def precompute(
     "openvino" (a cached export, made once, CPU only), or "auto" (the default): the measured fastest that keeps
     quality on the CPU in float32, torch elsewhere (`clip_search.vision_backends`). The manifest records it; an
     update keeps the store's backend. On a cluster, "auto" is resolved here and every worker runs that backend.
+
+    `text_columns` and/or `caption_model` also build the store's text index (`clip_search.text_index`: the named
+    columns, default the caption-like ones, embedded by `caption_model`, default DEFAULT_CAPTION_MODEL). A store
+    that has one keeps it current on every update, re-encoding only changed rows.
     """
     if "://" in str(out):
         raise StoreError(f"out must be a local or mounted folder path, not a URL: {out}")
@@ -345,6 +351,10 @@ def precompute(
         _prepare_workdir(workdir, _work_state(source, model, revision, backend), restart)
         report = _run(source, out, workdir, clip, images, backend, old, text_model, batch_size, embed, prune, progress)
         shutil.rmtree(workdir)
+        if text_columns or caption_model:
+            from clip_search.text_index import build_text_index
+
+            build_text_index(out, columns=text_columns, caption_model=caption_model or DEFAULT_CAPTION_MODEL, device=device)
     return report
 
 
@@ -561,11 +571,16 @@ def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backe
         skipped_reasons=reasons,
     )
     index = old.manifest.index if old is not None else None
-    write_store(out, embeddings, metadata, skipped, manifest, overwrite=True)
+    text_index = old.manifest.text_index if old is not None else None
+    write_store(out, embeddings, metadata, skipped, manifest.with_text_index(text_index), overwrite=True)
     if index is not None:
         from clip_search.store_index import rebuild_index
 
         rebuild_index(out, index)
+    if text_index is not None:
+        from clip_search.text_index import rebuild_text_index
+
+        rebuild_text_index(out, text_index)
     return {"count": len(rows), "skipped": count, "reused": int(reused), "pruned": pruned, "kept_missing": kept_missing}
 
 
