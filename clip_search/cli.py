@@ -228,6 +228,20 @@ def _weights(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def cmd_train_suggester(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from clip_search.suggest import SuggesterConfig, train_suggester
+
+    config = replace(SuggesterConfig(), **{k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None})
+    report = train_suggester(args.store, args.out, config)
+    print(
+        f"wrote {report.out}: trained on {report.captions - report.held_out} captions, loss {report.first_loss} → {report.last_loss}; "
+        f"held-out perplexity {report.perplexity} (bigram baseline {report.bigram_perplexity})"
+    )
+    return 0
+
+
 def cmd_train_demo(args: argparse.Namespace) -> int:
     from clip_search.demo.train import TrainConfig, train_demo_clip
 
@@ -372,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda … (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_eval_hybrid)
+
+    p = sub.add_parser("train-suggester", help="train a small GPT-2 on a store's captions that completes queries (CPU, minutes)")
+    p.add_argument("store", help="store folder")
+    p.add_argument("--out", required=True, help="folder to save the model, its tokenizer and model card in")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: SuggesterConfig.steps)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the split and the initialisation (default: SuggesterConfig.seed)")
+    p.set_defaults(func=cmd_train_suggester)
 
     p = sub.add_parser("train-demo", help="train the demo world's small CLIP from scratch on generated scenes (CPU, minutes)")
     p.add_argument("--out", default=str(config.DEMO_CLIP), help="where to save it (default: models/demo-clip)")
