@@ -242,6 +242,15 @@ def cmd_train_suggester(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enrich(args: argparse.Namespace) -> int:
+    from clip_search.enrich import enrich
+
+    report = enrich(args.store, args.text_classifier, column=args.column, name=args.as_name, batch_size=args.batch_size, chunk_rows=args.chunk_rows, device=args.device)
+    spread = ", ".join(f"{label} {n}" for label, n in report.labels.items())
+    print(f"enriched {report.store}: columns {report.label_column}, {report.score_column} on {report.rows} rows" + (f" (resumed after {report.resumed_from})" if report.resumed_from else "") + (f"; {spread}" if spread else ""))
+    return 0
+
+
 def cmd_train_demo(args: argparse.Namespace) -> int:
     from clip_search.demo.train import TrainConfig, train_demo_clip
 
@@ -393,6 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: SuggesterConfig.steps)")
     p.add_argument("--seed", type=int, default=None, help="seed of the split and the initialisation (default: SuggesterConfig.seed)")
     p.set_defaults(func=cmd_train_suggester)
+
+    p = sub.add_parser("enrich", help="add a text classifier's label and score for a text column to a store's metadata (resumable)")
+    p.add_argument("store", help="store folder")
+    p.add_argument("--text-classifier", required=True, help="transformers text-classification model: hub id or folder")
+    p.add_argument("--column", default="caption", help="the text column to classify (default %(default)s)")
+    p.add_argument("--as", dest="as_name", required=True, help="name of the label column to add (its score goes in NAME_score)")
+    p.add_argument("--batch-size", type=int, default=config.DEFAULT_TEXT_BATCH_SIZE, help="texts per model call (default %(default)s)")
+    p.add_argument("--chunk-rows", type=int, default=256, help="rows classified between two checkpoints a rerun resumes from (default %(default)s)")
+    p.add_argument("--device", default=None, help="device of the classifier")
+    p.set_defaults(func=cmd_enrich)
 
     p = sub.add_parser("train-demo", help="train the demo world's small CLIP from scratch on generated scenes (CPU, minutes)")
     p.add_argument("--out", default=str(config.DEMO_CLIP), help="where to save it (default: models/demo-clip)")

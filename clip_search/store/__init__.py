@@ -7,7 +7,7 @@ their images), `write_store` (one atomic writer for shards and stores), and the 
 
 from clip_search.store.embedding_store import EmbeddingStore, check_unit_rows
 from clip_search.store.examples import EXAMPLES, StoreExamples, read_examples, write_examples
-from clip_search.store.files import EMBEDDINGS, METADATA, SKIP_FIELDS, SKIPPED, read_jsonl, skip_row, write_jsonl, write_store
+from clip_search.store.files import EMBEDDINGS, METADATA, SKIP_FIELDS, SKIPPED, read_jsonl, skip_row, write_columns, write_jsonl, write_store
 from clip_search.store.manifest import MANIFEST, IndexInfo, Manifest, ModelRef, SourceInfo, TextIndexInfo, read_manifest, skip_summary, write_manifest
 from clip_search.store.refs import ImageRef, portable_ref, portable_source, resolve_ref, same_model, source_root
 
@@ -37,6 +37,7 @@ __all__ = [
     "skip_row",
     "skip_summary",
     "source_root",
+    "write_columns",
     "write_examples",
     "write_jsonl",
     "write_manifest",
