@@ -133,6 +133,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     for h in result.hits:
         labels_text = ", ".join(f"{l} {p:.0%}" for l, p in h.labels)
         print(f"{h.rank:>3}  {h.score:.4f}  {h.relevance:>4.0%} {h.band:<6}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "") + (f"  [{printable(labels_text)}]" if labels_text else ""))
+    if (args.summary or args.summarizer) and result.hits:
+        from clip_search.summary import Summarizer, summarize_result
+
+        summary = summarize_result(engine, result, summarizer=Summarizer(args.summarizer) if args.summarizer else None)
+        print("summary: " + " | ".join(printable(c) for c in summary.captions))
+        if summary.abstract is not None:
+            print("abstract: " + printable(summary.abstract))
+        if summary.spread:
+            print("labels: " + ", ".join(f"{printable(l)} {p:.0%}" for l, p in summary.spread.items()))
     return 0
 
 
@@ -346,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
     p.add_argument("--threshold", default=None, type=_threshold, metavar="auto|FLOAT", help="keep only results of at least this relevance (0 to 1, how far a result stands out from the store for this query), or 'auto': strong and weak matches (default: every result)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (with each result's relevance and band)")
+    p.add_argument("--summary", action="store_true", help="after the results: their most representative captions and how they spread over the labels")
+    p.add_argument("--summarizer", default=None, help="also an abstractive summary of the results' captions by this sequence-to-sequence model (hub id or folder)")
     p.add_argument("--mode", default=config.AUTO_MODE, choices=[config.AUTO_MODE, *config.SEARCH_MODES], help="rank by the image, the text index (caption: sentence embeddings, keyword: BM25) or all fused (hybrid); auto: hybrid where the store has a text index (default %(default)s)")
     p.add_argument("--weights", type=_weights, default=None, help="hybrid search's weight per mode, e.g. image=2,caption=1,keyword=0.5 (default: image=2,caption=1,keyword=0)")
     _add_text_backend(p)
