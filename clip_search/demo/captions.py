@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from clip_search.demo.scenes import ATTRIBUTES, BACKGROUNDS, COLORS, COUNTS, POSITIONS, SHAPES, SIZES, Query, Scene
+from clip_search.demo.scenes import ATTRIBUTES, BACKGROUNDS, COLORS, COUNTS, POSITIONS, SHAPES, SIZES, Query, Scene, collection_of
 
 LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "ru", "zh")
 TEMPLATE_COUNT = 3
@@ -347,6 +347,18 @@ def query_text(query: Query, lang: str, template_index: int = 0) -> str:
 def full_caption(scene: Scene, lang: str, template_index: int = 0) -> str:
     """A caption naming all six attributes of the scene."""
     return query_text(Query.from_scene(scene), lang, template_index)
+
+
+# Catalogue notes: what a photo archive writes about a picture (its collection, and what it shows, loosely: the shape
+# only), English. With the collection query phrase they let hybrid search be measured (clip_search.demo.hybrid_eval).
+_COLLECTION_NOTES: tuple[str, ...] = ("{shape} from the {collection} collection", "{collection} collection, item: {shape}", "a {shape} picture, catalogued in the {collection} collection")
+COLLECTION_QUERIES: dict[str, str] = {"sentence": "{query} from the {collection} collection", "short": "{query}, {collection}"}
+
+
+def collection_note(scene: Scene, variant: int = 0) -> str:
+    """A catalogue note of a scene: its collection (a fact its pixels do not show) and its shape, in English."""
+    shape = _EN_NOUN[scene.shape][1 if scene.count > 1 else 0]
+    return _COLLECTION_NOTES[variant % len(_COLLECTION_NOTES)].format(shape=shape, collection=collection_of(scene))
 
 
 def random_query(scene: Scene, rng: random.Random, full_prob: float = 0.5) -> Query:

@@ -215,6 +215,17 @@ class Scene:
         return all(attrs[k] == v for k, v in query.attributes().items())
 
 
+# A fact a scene's caption can carry and its pixels do not: the named collection the scene belongs to, taken from its
+# jitter seed (so adding it changed no scene, and no model trained on scenes ever saw it). Hybrid search is measured
+# on queries that need it and a visual attribute at once (clip_search.demo.hybrid_eval).
+COLLECTIONS: tuple[str, ...] = ("harbour", "orchard", "museum", "canyon")
+
+
+def collection_of(scene: Scene) -> str:
+    """The collection a scene belongs to (invisible in its pixels)."""
+    return COLLECTIONS[scene.jitter_seed % len(COLLECTIONS)]
+
+
 def _codes(items: Sequence[Scene] | Sequence[Query]) -> np.ndarray:
     """Each item's attributes as indices into their allowed values, in `ATTRIBUTES` order; -1 where a query sets none."""
     rows = [[-1 if getattr(it, k) is None else _VALUE_INDEX[k][getattr(it, k)] for k in ATTRIBUTES] for it in items]

@@ -7,8 +7,8 @@ their images), `write_store` (one atomic writer for shards and stores), and the 
 
 from clip_search.store.embedding_store import EmbeddingStore, check_unit_rows
 from clip_search.store.examples import EXAMPLES, ExamplePrompt, StoreExamples, examples_from_captions, read_examples, read_examples_file, write_examples
-from clip_search.store.files import CAPTION_COLUMNS, EMBEDDINGS, METADATA, SKIP_FIELDS, SKIPPED, read_jsonl, skip_row, write_jsonl, write_store
-from clip_search.store.manifest import MANIFEST, IndexInfo, Manifest, ModelRef, SourceInfo, read_manifest, skip_summary, write_manifest
+from clip_search.store.files import CAPTION_COLUMNS, EMBEDDINGS, METADATA, SKIP_FIELDS, SKIPPED, read_jsonl, skip_row, write_columns, write_jsonl, write_store
+from clip_search.store.manifest import MANIFEST, IndexInfo, Manifest, ModelRef, SourceInfo, TextIndexInfo, read_manifest, skip_summary, write_manifest
 from clip_search.store.refs import ImageRef, portable_ref, portable_source, resolve_ref, same_model, source_root
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ModelRef",
     "SourceInfo",
     "StoreExamples",
+    "TextIndexInfo",
     "check_unit_rows",
     "examples_from_captions",
     "portable_ref",
@@ -40,6 +41,7 @@ __all__ = [
     "skip_row",
     "skip_summary",
     "source_root",
+    "write_columns",
     "write_examples",
     "write_jsonl",
     "write_manifest",

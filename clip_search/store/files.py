@@ -86,6 +86,31 @@ def write_store(
     return root
 
 
+def write_columns(root: Path, metadata: pa.Table, columns: Mapping[str, pa.Array], protected: Sequence[str] = ()) -> pa.Table:
+    """Add (or replace) metadata columns of the store at `root`, row-aligned with `metadata`, atomically.
+
+    The rows and vectors stay as they are, so the manifest (and any index built for its revision) stays valid;
+    `protected` columns (ids, references, indexed text) cannot be replaced."""
+    for name, values in columns.items():
+        if name in protected:
+            raise StoreError(f"{root / METADATA}: the column {name!r} cannot be replaced (the store's rows or indexes depend on it)")
+        if len(values) != metadata.num_rows:
+            raise StoreError(f"{root / METADATA}: {len(values)} values for column {name!r}, the store holds {metadata.num_rows} rows")
+    table = metadata
+    for name, values in columns.items():
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, values)
+        else:
+            table = table.append_column(name, values)
+    tmp = root / f".{METADATA}.{uuid.uuid4().hex[:8]}"
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, root / METADATA)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table
+
+
 def skip_row(entry: Mapping[str, Any]) -> dict[str, Any]:
     """One skipped.jsonl line in the one schema: index, id, ref, reason."""
     return {

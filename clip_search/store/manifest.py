@@ -65,6 +65,21 @@ class IndexInfo:
 
 
 @dataclass(frozen=True)
+class TextIndexInfo:
+    """The text indexes of a store's text columns: sentence embeddings by `caption_model` (`files[0]`, rows aligned
+    with the store's), each row's id and text hash (`files[1]`) and a BM25 keyword index (`files[2]`, a folder),
+    with the store revision they were built for."""
+
+    columns: tuple[str, ...]
+    caption_model: str  # a hub id, or a path relative to the store
+    dim: int
+    files: tuple[str, ...]
+    store_revision: str
+    count: int
+    built: str = ""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything a reader needs to trust embeddings.npy and metadata.parquet."""
 
@@ -81,11 +96,16 @@ class Manifest:
     dtype: str = STORE_DTYPE
     normalised: bool = True
     index: IndexInfo | None = None
+    text_index: TextIndexInfo | None = None
     format_version: int = STORE_FORMAT_VERSION
 
     def with_index(self, index: IndexInfo | None) -> Manifest:
         """The same manifest recording `index` (or none)."""
         return replace(self, index=index)
+
+    def with_text_index(self, text_index: TextIndexInfo | None) -> Manifest:
+        """The same manifest recording `text_index` (or none)."""
+        return replace(self, text_index=text_index)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to manifest.json."""
@@ -104,6 +124,9 @@ class Manifest:
             "source": source,
             "skipped": {"count": self.skipped_count, "reasons": dict(self.skipped_reasons)},
             "index": None if self.index is None else {**asdict(self.index), "files": list(self.index.files)},
+            "text_index": None if self.text_index is None else {
+                **asdict(self.text_index), "columns": list(self.text_index.columns), "files": list(self.text_index.files)
+            },
         }
 
 
@@ -166,6 +189,7 @@ class _Fields:
         if self.get(raw, "normalised", lambda v: v is True, "true (clip-search stores unit vectors)", required=False, default=True) is not True:
             raise self.fail("normalised", "true", raw["normalised"])
         index = raw.get("index")
+        text_index = raw.get("text_index")
         return Manifest(
             model=ModelRef(
                 id=self.get(model, "id", _is_text, "a non-empty string", prefix="model."),
@@ -184,6 +208,7 @@ class _Fields:
             skipped_reasons=dict(reasons),
             dtype=dtype,
             index=None if index is None else self.index(index),
+            text_index=None if text_index is None else self.text_index(text_index),
             format_version=STORE_FORMAT_VERSION,
         )
 
@@ -201,7 +226,7 @@ class _Fields:
         if not _is_object(obj):
             raise self.fail("index", "an object or null", obj)
         p = "index."
-        files = self.get(obj, "files", lambda v: isinstance(v, list) and all(_is_text(f) and "/" not in f and "\\" not in f for f in v), "a list of file names", prefix=p)
+        files = self.get(obj, "files", _is_file_names, "a list of file names", prefix=p)
         return IndexInfo(
             kind=self.get(obj, "kind", _is_text, "a non-empty string", prefix=p),
             files=tuple(files),
@@ -215,12 +240,31 @@ class _Fields:
         )
 
 
+    def text_index(self, obj: Any) -> TextIndexInfo:
+        if not _is_object(obj):
+            raise self.fail("text_index", "an object or null", obj)
+        p = "text_index."
+        return TextIndexInfo(
+            columns=tuple(self.get(obj, "columns", lambda v: isinstance(v, list) and bool(v) and all(_is_text(c) for c in v), "a non-empty list of column names", prefix=p)),
+            caption_model=self.get(obj, "caption_model", _is_text, "a non-empty string", prefix=p),
+            dim=self.get(obj, "dim", lambda v: _is_count(v) and v > 0, "a positive integer", prefix=p),
+            files=tuple(self.get(obj, "files", lambda v: _is_file_names(v) and len(v) == 3, "a list of three file names", prefix=p)),
+            store_revision=self.get(obj, "store_revision", _is_text, "a non-empty string", prefix=p),
+            count=self.get(obj, "count", _is_count, "a non-negative integer", prefix=p),
+            built=self.get(obj, "built", _is_text, "a date string", prefix=p, required=False, default=""),
+        )
+
+
 def _is_object(v: Any) -> bool:
     return isinstance(v, dict)
 
 
 def _is_text(v: Any) -> bool:
     return isinstance(v, str) and bool(v)
+
+
+def _is_file_names(v: Any) -> bool:
+    return isinstance(v, list) and all(_is_text(f) and "/" not in f and "\\" not in f for f in v)
 
 
 def _is_optional_text(v: Any) -> bool:
