@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from clip_search.classify import embed_labels, embed_prompts, label_prompts, labels_language, open_set_probabilities, zero_shot_probabilities
-from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, NONE_OF_THESE
+from clip_search.config import APP_EXAMPLE_QUERIES, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, NONE_OF_THESE, RELEVANCE_NULL_TEXT
 from clip_search.errors import ClipSearchError, QueryError, StoreError
 from clip_search.filters import Condition, parse_conditions, row_mask
-from clip_search.relevance import RelevanceScale, kept, parse_min_score, sample_rows
+from clip_search.relevance import RelevanceScale, kept, null_floor, parse_min_score, sample_rows
 from clip_search.search import DEFAULT_NEGATIVE_WEIGHT, combine_query
 from clip_search.store import EmbeddingStore, same_model
 
@@ -159,9 +159,12 @@ class SearchEngine:
 
     @property
     def relevance_scale(self) -> RelevanceScale:
-        """The store's sample of rows that each query's scores are calibrated against (read on first use)."""
+        """The store's sample of rows that each query's scores are calibrated against, and its floor for a strong
+        match (what the text that says nothing scores there); made on first use."""
         if self._relevance_scale is None:
-            self._relevance_scale = RelevanceScale(self.store.vectors(sample_rows(len(self.store))))
+            sample = self.store.vectors(sample_rows(len(self.store)))
+            null = self.text_encoder.encode_texts([RELEVANCE_NULL_TEXT])[0]
+            self._relevance_scale = RelevanceScale(sample, floor=null_floor(sample, null))
         return self._relevance_scale
 
     @property
