@@ -54,7 +54,7 @@ def write_parallel(out: str | Path, *, scenes: int = 6000, seed: int = STUDENT_S
     return out
 
 
-NULL_PAIRS_PER_LANGUAGE = 20  # the empty text paired with itself: the relevance floor's text, learned like any other
+NULL_PAIRS_PER_LANGUAGE = 200  # the empty text paired with itself: the relevance floor's text, learned like any other
 
 
 # The student's second distillation (`realign_pairs`): fresh scenes, out-of-world phrases, the empty text.
