@@ -19,11 +19,11 @@ import numpy as np
 from clip_search.classify import embed_labels, embed_prompts, label_prompts, labels_language, open_set_probabilities, zero_shot_probabilities
 from clip_search.config import (
     APP_EXAMPLE_PROMPTS, AUTO_MODE, CAPTION_MODE, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, HYBRID_FUSION, HYBRID_MODE, IMAGE_MODE,
-    NONE_OF_THESE, SEARCH_MODES,
+    NONE_OF_THESE, RELEVANCE_NULL_TEXT, SEARCH_MODES,
 )
 from clip_search.errors import ClipSearchError, QueryError, StoreError
 from clip_search.filters import Condition, LabelCondition, label_mask, parse_conditions, parse_label_conditions, row_mask
-from clip_search.relevance import RelevanceScale, kept, parse_min_score, sample_rows
+from clip_search.relevance import RelevanceScale, kept, null_floor, parse_min_score, sample_rows
 from clip_search.search import DEFAULT_IMAGE_WEIGHT, DEFAULT_NEGATIVE_WEIGHT, combine_query
 from clip_search.store import CAPTION_COLUMNS, EmbeddingStore, ExamplePrompt, same_model
 
@@ -186,9 +186,12 @@ class SearchEngine:
 
     @property
     def relevance_scale(self) -> RelevanceScale:
-        """The store's sample of rows that each query's scores are calibrated against (read on first use)."""
+        """The store's sample of rows that each query's scores are calibrated against, and its floor for a strong
+        match (what the text that says nothing scores there); made on first use."""
         if self._relevance_scale is None:
-            self._relevance_scale = RelevanceScale(self.store.vectors(sample_rows(len(self.store))))
+            sample = self.store.vectors(sample_rows(len(self.store)))
+            null = self.text_encoder.encode_texts([RELEVANCE_NULL_TEXT])[0]
+            self._relevance_scale = RelevanceScale(sample, floor=null_floor(sample, null))
         return self._relevance_scale
 
     @property

@@ -8,12 +8,20 @@ spaced rows of a large one, read once when the engine opens: any index, exact or
 figures), and each hit gets
 
     z = (score - mean) / std           of the query's scores over the sample, and
-    relevance = z / max(z_top, min_top_z)   in 0..1: 1 for the best hit of a query that stands out.
+    relevance = z / max(z_top, min_top_z)   in 0..1: 1 for the best hit of a query that stands out,
+    capped at strong × score / floor      for a hit scoring below the store's floor.
 
 Relative to the query's own best hit, because matching results sit close to it and the rest fall away (on the
 demo world this separates matching from non-matching results in the top 50 better than z alone: measured in
 `clip-search eval`, README). The floor `min_top_z` keeps a query whose best hit does not stand out from the
 store from calling anything strong. Bands: strong at `strong` and above, weak at `weak` and above, else none.
+
+z measures only how far a hit stands out, and a query about something no image shows still has hits that stand
+out ("a dog on a beach" on a store of shapes: z 2.2, as high as a red star's). So a strong match must also clear an
+absolute floor, the store's own: the best score that the text saying nothing (`RELEVANCE_NULL_TEXT`, the empty
+text) reaches on any sampled row, computed once when the engine opens (`null_floor`). A hit must match its image
+better than saying nothing matches any image of the store; below that it is weak at best (its relevance is capped
+at strong × score / floor). The floor applies only when it is positive.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ class RelevanceScale:
     """The store's sample of rows (float32) and the cutoffs of the bands."""
 
     sample: np.ndarray
+    floor: float | None = None  # a strong match's least score (see `null_floor`); None: no floor
     strong: float = RELEVANCE_STRONG
     weak: float = RELEVANCE_WEAK
     min_top_z: float = RELEVANCE_MIN_TOP_Z
@@ -71,12 +80,21 @@ class RelevanceScale:
         for q, hit_scores in enumerate(scores):
             z = (np.asarray(hit_scores, np.float64) - mean[q]) / max(float(std[q]), 1e-6)
             relevance = np.clip(z / max(float(z.max(initial=0.0)), self.min_top_z), 0.0, 1.0)
+            if self.floor is not None and self.floor > 0:
+                raw = np.asarray(hit_scores, np.float64)
+                relevance = np.where(raw < self.floor, np.minimum(relevance, self.strong * np.maximum(raw, 0.0) / self.floor), relevance)
             out.append(Assessment(relevance, tuple(self.band(float(r)) for r in relevance)))
         return out
 
     def band(self, relevance: float) -> str:
         """The band of a relevance value."""
         return STRONG if relevance >= self.strong else WEAK if relevance >= self.weak else NONE
+
+
+def null_floor(sample: np.ndarray, null: np.ndarray) -> float:
+    """The store's floor for a strong match: the best score the text that says nothing (its embedding `null`)
+    reaches on the sample's rows."""
+    return float((np.asarray(sample, np.float32) @ np.asarray(null, np.float32)).max(initial=-1.0))
 
 
 def parse_min_score(value: str | float | None) -> float | str | None:

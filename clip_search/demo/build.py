@@ -12,8 +12,11 @@ import random
 import shutil
 from pathlib import Path
 
+from clip_search.config import RELEVANCE_NULL_TEXT
 from clip_search.demo.captions import LANGUAGES, caption, demo_examples, full_caption, parallel_pairs
+from clip_search.demo.elsewhere import parallel_elsewhere
 from clip_search.demo.scenes import STORE_SEED, TRAIN_SEED, generate_scenes, render
+from clip_search.parallel_data import ParallelPair, load_parallel
 from clip_search.scratch import new_text_encoder, train_wordpiece_tokenizer
 from clip_search.store import ExamplePrompt, write_examples
 
@@ -36,15 +39,36 @@ def make_student_base(out: str | Path, *, scenes: int = 4000, vocab_size: int = 
     return new_text_encoder(tokenizer, out, hidden_size=hidden_size, layers=layers, heads=heads, seed=seed)
 
 
-def write_parallel(out: str | Path, *, scenes: int = 6000, seed: int = STUDENT_SEED) -> Path:
-    """A TSV of (source, translation, lang) demo captions, English paired with itself too (as in the paper)."""
+def write_parallel(out: str | Path, *, scenes: int = 6000, seed: int = STUDENT_SEED, elsewhere: bool = False) -> Path:
+    """A TSV of (source, translation, lang) demo captions, English paired with itself too (as in the paper); with
+    `elsewhere`, out-of-world phrases and their translations too (so that every language learns what matches no
+    image)."""
     out = Path(out)
     pairs = parallel_pairs(generate_scenes(scenes, seed), LANGUAGES, random.Random(seed))
+    if elsewhere:
+        pairs += parallel_elsewhere(LANGUAGES, random.Random(seed + 1))
     with open(out, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(["source", "translation", "lang"])
         writer.writerows((english, translation, lang) for english, lang, translation in pairs)
     return out
+
+
+NULL_PAIRS_PER_LANGUAGE = 200  # the empty text paired with itself: the relevance floor's text, learned like any other
+
+
+# The student's second distillation (`realign_pairs`): fresh scenes, out-of-world phrases, the empty text.
+REALIGN_SCENES = 3000
+REALIGN_SEED = STUDENT_SEED + 2
+
+
+def realign_pairs(folder: str | Path) -> list[ParallelPair]:
+    """The data of the student's second distillation, which follows the demo CLIP's second stage: captions of
+    `REALIGN_SCENES` new scenes, out-of-world phrases, and the empty text paired with itself in every language (a
+    parallel file cannot hold an empty sentence: `load_parallel` skips it). The TSV is written into `folder`."""
+    parallel = write_parallel(Path(folder) / "realign.tsv", scenes=REALIGN_SCENES, seed=REALIGN_SEED, elsewhere=True)
+    null = [ParallelPair(RELEVANCE_NULL_TEXT, RELEVANCE_NULL_TEXT, lang) for lang in LANGUAGES for _ in range(NULL_PAIRS_PER_LANGUAGE)]
+    return load_parallel(str(parallel)) + null
 
 
 def write_store_images(folder: str | Path, *, scenes: int = 600, size: int = 128, seed: int = STORE_SEED) -> Path:

@@ -11,6 +11,15 @@ symmetric contrastive loss on (rendered scene, English caption) pairs. Two choic
   crowds out shape, which then stays at chance. Captions therefore name shape alone first, then shape, count
   and size, and only then anything (`TrainConfig.shape_steps`, `structure_steps`, `training_query`).
 
+A second, short stage (`teach_elsewhere`) then teaches what matches nothing: each batch also holds sentences about
+things no scene contains ("an elephant in a garden", `clip_search.demo.elsewhere`) as texts with no true image,
+extra negatives in every image's softmax over texts, with a margin that keeps their similarity to each image
+below that image's own caption's. The empty text, which says nothing, learns to sit between the two on every image
+(below its caption, above text about other things), as text that names nothing in a picture does for a real CLIP:
+the relevance signal uses it as the store's floor (`clip_search.relevance`). Without this stage the model places
+any text among the shape captions, and no relevance signal can tell "a dog on a beach" from "a red star". It is a
+stage of its own, at a low learning rate, so the first stage stays exactly the schedule that was found to learn shape.
+
 Everything is seeded: the same config gives the same model on the same machine and library versions.
 """
 
@@ -27,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from clip_search.config import RELEVANCE_NULL_TEXT
 from clip_search.demo.captions import TEMPLATE_COUNT, caption, full_caption, query_text, random_query
+from clip_search.demo.elsewhere import elsewhere_sentences
 from clip_search.demo.scenes import TRAIN_SEED, Query, Scene, generate_scenes, render, truth_matrix
 from clip_search.device import resolve_device
 from clip_search.scratch import new_clip, save_clip, train_clip_tokenizer
@@ -57,6 +68,14 @@ class TrainConfig:
     weight_decay: float = 0.05
     single_attribute_prob: float = 0.4  # after the curriculum, share of captions naming one attribute alone ("a star")
     seed: int = TRAIN_SEED
+    # second stage (`teach_elsewhere`): out-of-world sentences as texts with no true image
+    elsewhere_scenes: int = 8000  # the first this many of the training scenes
+    elsewhere_per_batch: int = 64  # out-of-world sentences added to each batch of `batch_size` captions
+    elsewhere_margin: float = 0.3  # cosine by which they must stay below each image's own caption
+    elsewhere_weight: float = 5.0  # weight of that margin (and of the empty text's two) in the loss
+    elsewhere_lr: float = 2e-4
+    elsewhere_steps: int = 300
+    elsewhere_warmup_steps: int = 20
 
 
 @dataclass
@@ -108,24 +127,117 @@ def training_query(scene: Scene, step: int, config: TrainConfig, rng: random.Ran
 def contrastive_loss(logits_per_text: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """CLIP's symmetric cross-entropy, with each row's (column's) target spread evenly over its true pairs.
 
-    `truth[i, j]` says whether caption i is true of image j; the diagonal must be true. With the identity as
+    `truth[i, j]` says whether caption i is true of image j; the diagonal must be true. Rows past the last
+    image are texts true of no image: only negatives in each image's softmax over texts. With the identity as
     `truth` this is exactly CLIP's loss.
     """
     truth = truth.to(logits_per_text.dtype)
-    text_to_image = -(truth / truth.sum(1, keepdim=True) * F.log_softmax(logits_per_text, dim=1)).sum(1).mean()
+    images = truth.shape[1]
+    captions, caption_truth = logits_per_text[:images], truth[:images]
+    text_to_image = -(caption_truth / caption_truth.sum(1, keepdim=True) * F.log_softmax(captions, dim=1)).sum(1).mean()
     image_to_text = -(truth / truth.sum(0, keepdim=True) * F.log_softmax(logits_per_text, dim=0)).sum(0).mean()
     return (text_to_image + image_to_text) / 2
 
 
-def _lr_at(step: int, config: TrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def elsewhere_margin_loss(logits_per_text: torch.Tensor, scale: torch.Tensor, margin: float, null: torch.Tensor | None = None) -> torch.Tensor:
+    """How far texts true of no image (rows past the last image) come within `margin` (a cosine) of each image's
+    own caption (the diagonal), averaged over every such text and image; with `null` (the empty text's logits per
+    image), also how far it comes within `margin / 2` of each image's caption, and those texts within `margin / 2`
+    of it."""
+    images = logits_per_text.shape[1]
+    cosines = logits_per_text / scale
+    own, elsewhere = cosines[:images].diagonal(), cosines[images:]
+    loss = F.relu(elsewhere - own[None, :] + margin).mean()
+    if null is not None:
+        empty = null / scale
+        loss = loss + F.relu(empty - own + margin / 2).mean() + F.relu(elsewhere - empty[None, :] + margin / 2).mean()
+    return loss
 
 
-def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, device: str | None = "cpu", progress: bool = True) -> TrainReport:
-    """Train the demo CLIP and save it (model, tokenizer, processor) to `out` with save_pretrained."""
+def _cosine_lr(step: int, steps: int, lr: float, warmup_steps: int) -> float:
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One run of the training loop: its length, schedule, where it starts in the curriculum and its negatives."""
+
+    name: str
+    steps: int
+    lr: float
+    warmup_steps: int
+    curriculum_step: int  # the curriculum step its first step's captions come from
+    elsewhere: tuple[str, ...] = ()  # sentences true of no image, `per_batch` of them added to each batch
+    per_batch: int = 0
+    margin: float = 0.0
+    margin_weight: float = 0.0
+
+
+def _optimise(model, tokenizer, pixels: torch.Tensor, scenes: list[Scene], config: TrainConfig, stage: _Stage, rng: random.Random, generator: torch.Generator, progress: bool) -> list[float]:
+    """The training loop of both stages: batches of scenes with captions from `training_query`; returns the losses."""
+    dev = pixels.device
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr)
+    model.train()
+    losses: list[float] = []
+    order = torch.randperm(len(scenes), generator=generator)
+    cursor = 0
+    for step in tqdm(range(stage.steps), desc=stage.name, unit="step", disable=not progress):
+        if cursor + config.batch_size > len(order):
+            order, cursor = torch.randperm(len(scenes), generator=generator), 0
+        batch = order[cursor : cursor + config.batch_size]
+        cursor += config.batch_size
+        batch_scenes = [scenes[i] for i in batch.tolist()]
+        queries = [training_query(s, stage.curriculum_step + step, config, rng) for s in batch_scenes]
+        texts = [query_text(q, "en", rng.randrange(TEMPLATE_COUNT)) for q in queries]
+        truth = torch.from_numpy(truth_matrix(queries, batch_scenes)).to(dev)
+        if stage.per_batch:
+            texts += rng.sample(stage.elsewhere, stage.per_batch)
+            truth = torch.cat([truth, truth.new_zeros(stage.per_batch, len(batch_scenes))])
+        if stage.per_batch:
+            texts.append(RELEVANCE_NULL_TEXT)  # last: in the margin loss only
+        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(dev)
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine_lr(step, stage.steps, stage.lr, stage.warmup_steps)
+        outputs = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels[batch.to(dev)].float())
+        logits = outputs.logits_per_text
+        if stage.per_batch:
+            logits, null = logits[:-1], logits[-1]
+        loss = contrastive_loss(logits, truth)
+        if stage.per_batch:
+            loss = loss + stage.margin_weight * elsewhere_margin_loss(logits, model.logit_scale.exp(), stage.margin, null)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        if step % 100 == 0:
+            log.info("%s step %d loss %.4f", stage.name, step, losses[-1])
+    model.eval()
+    return losses
+
+
+def teach_elsewhere(model, tokenizer, pixels: torch.Tensor, scenes: list[Scene], config: TrainConfig = TrainConfig(), *, progress: bool = True) -> list[float]:
+    """The second stage: train a CLIP of the first further with out-of-world sentences as texts with no true
+    image (`pixels` are `scenes` preprocessed, on the model's device); returns the losses."""
+    stage = _Stage(
+        "train-demo, out-of-world", config.elsewhere_steps, config.elsewhere_lr, config.elsewhere_warmup_steps,
+        curriculum_step=config.shape_steps + config.structure_steps, elsewhere=tuple(elsewhere_sentences()),
+        per_batch=config.elsewhere_per_batch, margin=config.elsewhere_margin, margin_weight=config.elsewhere_weight,
+    )
+    seed = config.seed + 1  # its own streams: the first stage's are left as they were
+    return _optimise(model, tokenizer, pixels, scenes, config, stage, random.Random(seed), torch.Generator().manual_seed(seed), progress)
+
+
+def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, device: str | None = "cpu", progress: bool = True, first_stage_out: str | Path | None = None) -> TrainReport:
+    """Train the demo CLIP and save it (model, tokenizer, processor) to `out` with save_pretrained; the model
+    after the first stage too, to `first_stage_out` when given (the student's first teacher)."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -148,37 +260,13 @@ def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, dev
     pixels = _pixels(processor, scenes, config.image_size).to(dev)
     model.to(dev)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    losses: list[float] = []
-    order = torch.randperm(len(scenes), generator=generator)
-    cursor = 0
-    for step in tqdm(range(config.steps), desc="train-demo", unit="step", disable=not progress):
-        if cursor + config.batch_size > len(order):
-            order, cursor = torch.randperm(len(scenes), generator=generator), 0
-        batch = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
-        batch_scenes = [scenes[i] for i in batch.tolist()]
-        queries = [training_query(s, step, config, rng) for s in batch_scenes]
-        texts = [query_text(q, "en", rng.randrange(TEMPLATE_COUNT)) for q in queries]
-        truth = torch.from_numpy(truth_matrix(queries, batch_scenes)).to(dev)
-        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(dev)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, config)
-        outputs = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels[batch.to(dev)].float())
-        loss = contrastive_loss(outputs.logits_per_text, truth)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(loss.item())
-        if step % 100 == 0:
-            log.info("step %d loss %.4f", step, losses[-1])
+    world = _Stage("train-demo", config.steps, config.lr, config.warmup_steps, curriculum_step=0)
+    losses = _optimise(model, tokenizer, pixels, scenes, config, world, rng, torch.Generator().manual_seed(config.seed), progress)
+    if first_stage_out is not None:
+        save_clip(model.eval(), processor, first_stage_out)
+    if config.elsewhere_steps:
+        count = min(config.elsewhere_scenes, len(scenes))
+        losses += teach_elsewhere(model, tokenizer, pixels[:count], scenes[:count], config, progress=progress)
     model.eval().cpu()
     save_clip(model, processor, out)
     window = max(1, min(50, len(losses) // 5))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_search.relevance import AUTO, NONE, STRONG, WEAK, RelevanceScale, kept, parse_min_score, sample_rows
+from clip_search.config import RELEVANCE_STRONG
+from clip_search.relevance import AUTO, NONE, STRONG, WEAK, RelevanceScale, kept, null_floor, parse_min_score, sample_rows
 from clip_search.vectors import l2_normalise
 
 
@@ -65,3 +66,24 @@ def test_min_score_is_auto_a_relevance_or_none() -> None:
     assert kept(assessment, None).all()
     np.testing.assert_array_equal(kept(assessment, AUTO), [b in (STRONG, WEAK) for b in assessment.bands])
     np.testing.assert_array_equal(kept(assessment, 0.9), assessment.relevance >= 0.9)
+
+
+def test_a_hit_below_the_stores_floor_is_not_strong_however_far_it_stands_out() -> None:
+    store, query = _store(matching=20)
+    scores = np.sort(store @ query)[::-1][:40]
+    without = RelevanceScale(store).assess(query, scores)
+    floor = float(scores[5])  # the top 5 hits clear it (ties aside), the rest do not
+    with_floor = RelevanceScale(store, floor=floor).assess(query, scores)
+    strong = np.array(with_floor.bands) == STRONG
+    assert without.any_strong and strong[:5].all() and not strong[6:].any()
+    np.testing.assert_array_equal(with_floor.relevance[:5], without.relevance[:5])
+    assert np.all(with_floor.relevance[6:] < RELEVANCE_STRONG)
+    nothing = RelevanceScale(store, floor=float(scores[0]) + 0.1).assess(query, scores)
+    assert not nothing.any_strong and nothing.relevance[0] == pytest.approx(RELEVANCE_STRONG * scores[0] / (scores[0] + 0.1))
+
+
+def test_the_floor_is_the_best_score_the_text_saying_nothing_reaches_and_a_non_positive_one_is_ignored() -> None:
+    store, query = _store(matching=20)
+    assert null_floor(store, query) == pytest.approx(float((store @ query).max()))
+    scores = np.sort(store @ query)[::-1][:40]
+    assert RelevanceScale(store, floor=-0.2).assess(query, scores).bands == RelevanceScale(store).assess(query, scores).bands
