@@ -20,7 +20,7 @@ from clip_search.classifier.freezing import FreezePlan, TrainableSummary, apply_
 from clip_search.classifier.model import MultiTaskHeads, VisionClassifier
 from clip_search.classifier.repo import CONFIG, METRICS, SPLIT, WEIGHTS, ClassifierConfig, read_images
 from clip_search.classifier.tasks import Targets, TaskSpec, detect_task, encode_targets, label_columns, read_labels_file
-from clip_search.classifier.training import FINETUNE, FitReport, Split, TrainSettings, fit, predict_logits, stratified_split
+from clip_search.classifier.training import FINETUNE, FitReport, Split, TrainSettings, blend_with_zero_shot, fit, head_start, predict_logits, stratified_split
 from clip_search.errors import ClipSearchError
 from clip_search.store import EmbeddingStore, ModelRef, portable_ref
 
@@ -96,6 +96,7 @@ def train_classifier(
     if settings.zero_shot_init:
         for name, vectors in label_vectors.items():
             heads.init_zero_shot(name, torch.from_numpy(vectors), logit_scale)
+    start = head_start(heads, list(label_vectors) if settings.zero_shot_init else [])
     clip = None
     if settings.depth == FINETUNE:
         from clip_search.clip_model import ClipEncoder
@@ -111,6 +112,7 @@ def train_classifier(
     if on_plan is not None:
         on_plan(summary)
     fitted = fit(model, inputs, targets, split, settings, progress=progress)
+    fitted.zero_shot_blend = blend_with_zero_shot(model, heads, start, inputs, targets, split, settings)
 
     test_logits = predict_logits(model, inputs, split.test, settings.batch_size)
     probabilities = {t.name: (torch.sigmoid(test_logits[t.name]) if t.multilabel else torch.softmax(test_logits[t.name], dim=1)).numpy() for t in found}

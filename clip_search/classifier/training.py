@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clip_search import config
-from clip_search.classifier.model import VisionClassifier, task_loss
+from clip_search.classifier.model import MultiTaskHeads, VisionClassifier, task_loss
 from clip_search.classifier.tasks import Targets
 from clip_search.errors import ClipSearchError
 from clip_search.layer_decay import layer_decay_groups
@@ -76,6 +76,7 @@ class FitReport:
     val_loss: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    zero_shot_blend: dict[str, float] = field(default_factory=dict)  # per task: the trained share kept (1: all trained)
 
 
 def stratified_split(targets: Sequence[Targets], settings: TrainSettings) -> Split:
@@ -190,6 +191,51 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: Sequence[Targets], spli
     model.eval()
     log.info("trained %d epochs, kept epoch %d (validation loss %.4f)", len(report.train_loss), report.best_epoch + 1, best)
     return report
+
+
+@torch.no_grad()
+def blend_with_zero_shot(
+    model: nn.Module, heads: MultiTaskHeads, start: dict[str, dict[str, torch.Tensor]], inputs: torch.Tensor, targets: Sequence[Targets], split: Split,
+    settings: TrainSettings,
+) -> dict[str, float]:
+    """For each task that started as zero-shot (`start`: its head and direct weights then), keep the blend of its
+    trained and starting weights that classifies the validation rows best, from all zero-shot to all trained
+    (CLASSIFIER_ZERO_SHOT_BLENDS; ties: the more trained). Logits are linear in a head's weights, so this is WiSE-FT's
+    weight-space ensemble per head; it guards a small labelled set against losing what zero-shot already knew."""
+    chosen: dict[str, float] = {}
+    for target in targets:
+        name = target.task.name
+        if name not in start or target.task.multilabel:
+            continue
+        rows = split.val[target.labelled[split.val]]
+        if not len(rows):
+            continue
+        trained = {k: v.detach().clone() for k, v in _head_weights(heads, name).items()}
+        scores = []
+        for share in config.CLASSIFIER_ZERO_SHOT_BLENDS:
+            for key, weight in _head_weights(heads, name).items():
+                weight.copy_(share * trained[key] + (1 - share) * start[name][key])
+            predicted = predict_logits(model, inputs, rows, settings.batch_size)[name].argmax(dim=1).numpy()
+            scores.append((float(np.mean(predicted == target.values[rows])), share))
+        best = max(scores)
+        share = max(s for acc, s in scores if acc == best[0])
+        for key, weight in _head_weights(heads, name).items():
+            weight.copy_(share * trained[key] + (1 - share) * start[name][key])
+        chosen[name] = share
+        log.info("task %s: kept %.0f%% of the trained head (validation accuracy %.3f)", name, 100 * share, best[0])
+    return chosen
+
+
+def head_start(heads: MultiTaskHeads, tasks: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of these tasks' head and direct weights, to blend back to after training."""
+    return {name: {k: v.detach().clone() for k, v in _head_weights(heads, name).items()} for name in tasks}
+
+
+def _head_weights(heads: MultiTaskHeads, name: str) -> dict[str, torch.Tensor]:
+    weights = {"head.weight": heads.heads[name].weight, "head.bias": heads.heads[name].bias}
+    if name in heads.direct:
+        weights["direct.weight"] = heads.direct[name].weight
+    return weights
 
 
 def batch_losses(logits: dict[str, torch.Tensor], targets: Sequence[Targets], weights: Sequence[torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 from clip_search.classifier.freezing import FreezePlan, apply_freeze
 from clip_search.classifier.model import MultiTaskHeads, VisionClassifier
 from clip_search.classifier.tasks import TaskSpec, detect_task, encode_targets
-from clip_search.classifier.training import TrainSettings, fit, optimiser_groups, predict_logits, stratified_split
+from clip_search.classifier.training import TrainSettings, blend_with_zero_shot, fit, head_start, optimiser_groups, predict_logits, stratified_split
 from clip_search.errors import ClipSearchError
 
 SETTINGS = TrainSettings(hidden=32, max_epochs=60, patience=60, batch_size=32, zero_shot_init=False)
@@ -169,3 +169,33 @@ def test_layer_wise_decay_gives_each_group_the_formulas_rate(tiny_clip: Path) ->
     assert all(p.ndim == 1 for g in no_decay for p in g["params"])
     undecayed = optimiser_groups(model, replace(settings, layer_lr_decay=None))
     assert {g["lr"] for g in undecayed if g["name"] != "heads"} == {base}
+
+
+def test_a_head_that_training_made_worse_falls_back_to_zero_shot() -> None:
+    x, columns = clustered()
+    tasks, targets = prepared(columns, ["multi"])
+    settings = replace(SETTINGS, zero_shot_init=True)
+    split = stratified_split(targets, settings)
+    label_vectors = np.stack([x[targets[0].values == k].mean(axis=0) for k in range(4)])  # what zero-shot knows
+    label_vectors /= np.linalg.norm(label_vectors, axis=1, keepdims=True)
+    model = MultiTaskHeads(x.shape[1], tasks, settings.hidden, settings.dropout)
+    model.init_zero_shot("multi", torch.from_numpy(label_vectors), 20.0)
+    start = head_start(model, ["multi"])
+    zero_shot = predict_logits(model, torch.from_numpy(x), split.test, 64)["multi"].argmax(1)
+    with torch.no_grad():  # as if training had wrecked the head: its weights shuffled between the labels
+        model.direct["multi"].weight.copy_(model.direct["multi"].weight[[1, 2, 3, 0]])
+    blends = blend_with_zero_shot(model, model, start, torch.from_numpy(x), targets, split, settings)
+    assert blends == {"multi": 0.0}
+    assert torch.equal(predict_logits(model, torch.from_numpy(x), split.test, 64)["multi"].argmax(1), zero_shot)
+
+
+def test_a_head_that_training_improved_stays_trained() -> None:
+    x, columns = clustered()
+    tasks, targets = prepared(columns, ["multi"])
+    settings = replace(SETTINGS, zero_shot_init=True)
+    split = stratified_split(targets, settings)
+    model = MultiTaskHeads(x.shape[1], tasks, settings.hidden, settings.dropout)
+    model.init_zero_shot("multi", torch.from_numpy(np.eye(4, x.shape[1], dtype=np.float32)), 20.0)  # knows nothing
+    start = head_start(model, ["multi"])
+    fit(model, torch.from_numpy(x), targets, split, settings)
+    assert blend_with_zero_shot(model, model, start, torch.from_numpy(x), targets, split, settings)["multi"] >= 0.75
