@@ -211,7 +211,7 @@ def cmd_stages(args: argparse.Namespace) -> None:
     for name, r in ends.items():
         print(f"| end to end (precompute), {name} | {statistics.median(r):.1f} ({' '.join(f'{x:.1f}' for x in r)}) |")
     print(f"| naive loop (one image at a time, transformers, torch) | {naive:.1f} |")
-    print(f"\nend to end ({default}) / min(model only {rates[default]:.1f}, decode {decode * workers:.1f}) = {end / ceiling:.2f} (bar >= 0.9)")
+    print(f"\nend to end ({default}) / min(model only {rates[default]:.1f}, decode {decode * workers:.1f}) = {end / ceiling:.3f} (bar >= 0.9)")
     print(f"end to end ({default}) / naive = {end / naive:.2f} (bar >= 2)")
     print(f"end to end ({default}) / end to end (torch) = {end / statistics.median(ends[config.TORCH_BACKEND]):.2f}")
 
