@@ -42,6 +42,7 @@ from clip_search.cli import _quiet_libraries  # noqa: E402
 from clip_search.clip_model import ClipEncoder  # noqa: E402
 from clip_search.decode import decode_image  # noqa: E402
 from clip_search.precompute import precompute  # noqa: E402
+from clip_search.pixels import pixel_function  # noqa: E402
 from clip_search.vision_backends import export_image_encoder, load_image_encoder, resolve_backend  # noqa: E402
 from run import photos, vit_b32  # noqa: E402
 
@@ -154,11 +155,11 @@ def cmd_speed(args: argparse.Namespace) -> None:
         print(f"| {name} | {statistics.median(r):.1f} | {' '.join(f'{x:.1f}' for x in r)} | {cosine[name]:.6f} | {statistics.median(r) / base:.2f} |")
 
 
-def decode_rate(paths: list[Path], processor: object, draft: int | None) -> float:
+def decode_rate(paths: list[Path], pixels: Callable[[Image.Image], object], draft: int | None) -> float:
     """img/s of decode + resize + normalise in this one process (what one decoding worker does)."""
     start = time.perf_counter()
     for p in paths:
-        processor(images=decode_image(p.read_bytes(), draft_size=draft, name=p.name), return_tensors="pt")
+        pixels(decode_image(p.read_bytes(), draft_size=draft, name=p.name))
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -177,7 +178,10 @@ def cmd_stages(args: argparse.Namespace) -> None:
         read = len(paths) / (time.perf_counter() - start)
         torch.set_num_threads(1)  # a decoding worker runs with one thread (precompute's _init_worker)
         size = clip.processor.image_processor.size
-        decode = decode_rate(paths, clip.processor.image_processor, size.get("shortest_edge") or size.get("height"))
+        draft = size.get("shortest_edge") or size.get("height")
+        decode = decode_rate(paths, pixel_function(clip.processor.image_processor), draft)  # what precompute's workers run
+        processor = clip.processor.image_processor
+        decode_processor = decode_rate(paths, lambda image: processor(images=image, return_tensors="pt"), draft)
         torch.set_num_threads(os.cpu_count() or 1)
         fns = encoders(clip, extra=False)
         pixels = clip.preprocess([Image.open(p).convert("RGB") for p in paths[: args.model_images]])
@@ -205,6 +209,7 @@ def cmd_stages(args: argparse.Namespace) -> None:
     print("| --- | --- |")
     print(f"| read (file bytes, page cache) | {read:.0f} |")
     print(f"| decode + resize + normalise, one core (draft mode) | {decode:.1f} |")
+    print(f"| the same through the transformers processor (before `clip_search.pixels`) | {decode_processor:.1f} |")
     print(f"| decode on the {workers} core(s) left to decoding | {decode * workers:.1f} |")
     for name, rate in rates.items():
         print(f"| model only, {name} | {rate:.1f} |")

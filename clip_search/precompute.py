@@ -41,6 +41,7 @@ from clip_search.clip_model import ClipEncoder
 from clip_search.config import AUTO_IMAGE_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_CAPTION_MODEL, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
+from clip_search.pixels import pixel_function
 from clip_search.sources import Source, SourceItem, open_source
 from clip_search.vision_backends import ImageEncoder, load_image_encoder, resolve_backend
 from clip_search.store import (
@@ -110,7 +111,7 @@ class DecodedImages(Dataset):
 
     def __init__(self, source: Source, image_processor: Any, draft_size: int | None) -> None:
         self.source = source
-        self.image_processor = image_processor
+        self.pixels = pixel_function(image_processor)
         self.draft_size = draft_size
 
     def __len__(self) -> int:
@@ -121,7 +122,7 @@ class DecodedImages(Dataset):
         fingerprint = item.fingerprint or self.source.fingerprint(index)
         try:
             image = decode_image(self.source.fetch(index), draft_size=self.draft_size, name=item.id)
-            pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+            pixels = torch.from_numpy(self.pixels(image))
         except SkipItem as exc:
             return item, fingerprint, None, str(exc)
         except (ValueError, OSError) as exc:  # the processor refusing an image that decoded (e.g. 1×1 px)
