@@ -112,6 +112,10 @@ APP_BATCH_WAIT_MS = 4.0  # under load, how long a batch may wait to gather as ma
 APP_SEARCH_CONCURRENCY = 64  # searches Gradio hands to the app at once (each waits for its batch as a coroutine)
 APP_QUEUE_SIZE = 256  # searches waiting beyond that (in Gradio's queue, or the batcher's): refused at once ("busy, retry")
 APP_SEARCH_TIMEOUT_S = 60.0  # a search not answered by then is given up with a "busy, retry" message
+# Gradio keeps timings of its last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) and summarises all of them
+# after every event: memory grew ~70 kB and each search slowed as the count rose (bench/RESULTS.md, "Load"). The
+# app sets this as the default; an environment value set by the user wins.
+APP_ANALYTICS_EVENTS = 100
 APP_STATE_SESSIONS = 100  # Gradio sessions kept in memory (every API call is one; the page keeps no state in them)
 APP_API_MAX_BODY_BYTES = 256_000  # a JSON API request body larger than this is refused (413) before it is read
 APP_MAX_CONDITIONS = 16  # metadata conditions ("where") per search

@@ -300,6 +300,7 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
             js="() => [window.innerWidth]", api_visibility="private",
         )
     # Beyond APP_QUEUE_SIZE waiting searches, Gradio refuses new ones at once ("Queue is full") instead of queueing.
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(config.APP_ANALYTICS_EVENTS))  # read by the queue made here
     demo.queue(max_size=config.APP_QUEUE_SIZE)
     demo.batcher = batcher
     demo.routes = api_routes(engine, batcher, root_path=lambda: demo.root_path)

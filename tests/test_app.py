@@ -19,6 +19,7 @@ from gradio_client import Client, handle_file
 
 from dataclasses import replace
 
+from clip_search import config
 from clip_search.config import NONE_OF_THESE
 from clip_search.engine import SearchEngine
 from PIL import Image
@@ -345,3 +346,17 @@ def test_load_batches_concurrent_queries(tmp_path: Path) -> None:
     batcher = report["demo"]["batcher"]
     assert batcher["refused"] == 0 and batcher["timed_out"] == 0
     assert batcher["largest_batch"] > 1 and batcher["batches"] < batcher["answered"], batcher
+
+
+def test_gradio_keeps_a_bounded_record_of_past_searches(folder_store: Path) -> None:
+    """Gradio records every event's timings and summarises all of them after each event; the app caps the record
+    (config.APP_ANALYTICS_EVENTS), so memory and per-search work stay flat on a busy Space (bench/RESULTS.md, "Load")."""
+    demo, url = _serve(SearchEngine.load(folder_store))
+    try:
+        with httpx.Client(timeout=60) as http:
+            for i in range(config.APP_ANALYTICS_EVENTS + 10):
+                event = http.post(f"{url}gradio_api/call/{SEARCH_API}", json={"data": [f"photo {i}", "", None, 3, ""]}).json()["event_id"]
+                assert "event: complete" in http.get(f"{url}gradio_api/call/{SEARCH_API}/{event}").text
+        assert len(demo._queue.event_analytics) <= config.APP_ANALYTICS_EVENTS
+    finally:
+        demo.close()
