@@ -432,16 +432,17 @@ class SearchEngine:
         t0: float, labels: Sequence[str], templates: Sequence[str] | None, top_labels: int, min_score: float | str | None, open_set: bool,
     ) -> SearchResult:
         """A search ranked by the text index (caption, keyword) or by the fusion of every mode (hybrid, its image
-        half by `image_query`); each hit's score and relevance are its image's for the whole `query`."""
+        half by `image_query`); each hit's score and relevance are its image's for `image_query`, else `query`."""
         cleaned = " ".join(text.split())
         searcher = self.text_search
         caption_query = self.caption_encoder.encode_texts([cleaned])[0] if mode == CAPTION_MODE or (mode == HYBRID_MODE and mode_weights[CAPTION_MODE]) else None
         t1 = time.perf_counter()
         rows, match = searcher.search(mode, cleaned, image_query, caption_query, top_k, allowed, mode_weights, HYBRID_FUSION)
-        scores = self.store.vectors(rows) @ query if len(rows) else np.zeros(0, np.float32)
+        shown = query if image_query is None else image_query
+        scores = self.store.vectors(rows) @ shown if len(rows) else np.zeros(0, np.float32)
         t2 = time.perf_counter()
         timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
-        return self._result(query, rows, scores, labels, templates, top_labels, timings, min_score, open_set, match)
+        return self._result(shown, rows, scores, labels, templates, top_labels, timings, min_score, open_set, match)
 
     def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
         """Many searches at once, each answered as `search` would answer it alone: its result, or the

@@ -90,7 +90,8 @@ def reciprocal_ranks(scores: np.ndarray, k: int = RRF_K) -> np.ndarray:
 
 def fuse(parts: Mapping[str, tuple[np.ndarray, float, float]], weights: Mapping[str, float], fusion: str) -> np.ndarray:
     """One score per candidate from each mode's (scores on the candidates, mean and std over the store), by
-    `fusion`; higher is better. "product" gives the weighted geometric mean of the calibrated scores + PRODUCT_FLOOR."""
+    `fusion`; higher is better. "product" gives the weighted geometric mean of the calibrated scores + PRODUCT_FLOOR,
+    less PRODUCT_FLOOR (0..1, 1 when every part is its mode's best)."""
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}: use {', '.join(FUSIONS)}")
     fused = np.zeros(len(next(iter(parts.values()))[0]), np.float64)
@@ -102,7 +103,7 @@ def fuse(parts: Mapping[str, tuple[np.ndarray, float, float]], weights: Mapping[
         else:
             fused += weights[name] * np.log(PRODUCT_FLOOR + calibrated(scores, mean, std))
     if fusion == "product":
-        fused = np.exp(fused / sum(weights[name] for name in parts))
+        fused = np.exp(fused / sum(weights[name] for name in parts)) - PRODUCT_FLOOR
     return fused
 
 
@@ -134,14 +135,16 @@ class TextSearch:
         place name only the captions give; "" when no word is left. Unchanged without a positive floor."""
         if self.image_floor is None or self.image_floor <= 0:
             return text
-        words = self.text_index.keywords.known_words(text)
-        new = [w for w in words if w not in self._shown]
+        shown = {w: self._shown.get(w) for w in self.text_index.keywords.known_words(text)}
+        new = [w for w, known in shown.items() if known is None]
         if new:
+            best = (self.encode_image_texts(new) @ self.image_sample.T).max(axis=1)
+            fresh = {w: bool(b >= self.image_floor) for w, b in zip(new, best)}
             if len(self._shown) > MAX_WORDS_SEEN:
                 self._shown.clear()
-            best = (self.encode_image_texts(new) @ self.image_sample.T).max(axis=1)
-            self._shown.update(zip(new, (bool(b >= self.image_floor) for b in best)))
-        hidden = {w for w in words if not self._shown[w]}
+            self._shown.update(fresh)
+            shown.update(fresh)
+        hidden = {w for w, known in shown.items() if not known}
         return without_words(text, hidden) if hidden else text
 
     def caption_scores(self, caption_query: np.ndarray) -> np.ndarray:
