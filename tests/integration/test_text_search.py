@@ -246,3 +246,18 @@ def test_a_query_of_caption_words_alone_is_ranked_by_the_text(catalogue: tuple[S
     engine, gallery = catalogue
     hits = engine.search("harbour", mode="hybrid", top_k=10).hits
     assert [collection_of(gallery[int(h.id.removeprefix("scene-").removesuffix(".png"))]) for h in hits] == ["harbour"] * 10
+
+
+def test_cli_eval_hybrid_reports_every_ranking_and_reuses_its_store(tmp_path: Path, minilm: StudentTextEncoder, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["eval-hybrid", "--caption-model", minilm.model_id, "--scenes", "400", "--calibration", "--work-dir", str(tmp_path), "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["gallery"] == 400 and report["fact_queries"] > 0 and report["weights"] == {"image": 3.0, "caption": 1.0, "keyword": 0.0}
+    for phrasing in ("sentence", "short"):
+        figures = report["fact"][phrasing]
+        assert set(figures) == {"image", "caption", "keyword", "hybrid", "hybrid-zsum", "hybrid-rrf", "hybrid-whole"}
+        assert figures["hybrid"] > max(figures["image"], figures["caption"], figures["hybrid-whole"]), (phrasing, figures)
+    (store,) = tmp_path.glob("seed*-400/store")
+    built = (store / "embeddings.npy").stat().st_mtime_ns
+    assert main(args) == 0 and json.loads(capsys.readouterr().out) == report  # the kept store, the same figures
+    assert (store / "embeddings.npy").stat().st_mtime_ns == built
