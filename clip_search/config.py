@@ -211,8 +211,8 @@ IMAGE_MODE, CAPTION_MODE, KEYWORD_MODE, HYBRID_MODE, AUTO_MODE = "image", "capti
 SEARCH_MODES: tuple[str, ...] = (IMAGE_MODE, CAPTION_MODE, KEYWORD_MODE, HYBRID_MODE)
 HYBRID_CANDIDATES = 200
 HYBRID_CANDIDATE_FACTOR = 10
-HYBRID_FUSION = "zsum"  # "zsum" (weighted sum of each mode's z-score relative to its best candidate) or "rrf"
+HYBRID_FUSION = "product"  # "product" (weighted geometric mean of each mode's calibrated score), "zsum" (their sum) or "rrf"
 # Measured on calibration scenes (bench/RESULTS.md): BM25 on catalogue-like notes adds noise to the fused ranking
-# (its words "a", "from", "the" score as much as the fact), so hybrid leaves it out unless weighted in.
-HYBRID_WEIGHTS: dict[str, float] = {IMAGE_MODE: 2.0, CAPTION_MODE: 1.0, KEYWORD_MODE: 0.0}
+# (a note's shape word scores as much as its fact), so hybrid leaves it out unless weighted in.
+HYBRID_WEIGHTS: dict[str, float] = {IMAGE_MODE: 3.0, CAPTION_MODE: 1.0, KEYWORD_MODE: 0.0}
 RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)

@@ -19,7 +19,7 @@ import numpy as np
 from clip_search.classify import embed_labels, embed_prompts, label_prompts, labels_language, open_set_probabilities, zero_shot_probabilities
 from clip_search.config import (
     APP_EXAMPLE_PROMPTS, AUTO_MODE, CAPTION_MODE, DEFAULT_TEMPLATES, DEFAULT_TOP_K, DEFAULT_TOP_LABELS, HYBRID_FUSION, HYBRID_MODE, IMAGE_MODE,
-    NONE_OF_THESE, RELEVANCE_NULL_TEXT, SEARCH_MODES,
+    KEYWORD_MODE, NONE_OF_THESE, RELEVANCE_NULL_TEXT, SEARCH_MODES,
 )
 from clip_search.errors import ClipSearchError, QueryError, StoreError
 from clip_search.filters import Condition, LabelCondition, label_mask, parse_conditions, parse_label_conditions, row_mask
@@ -350,19 +350,26 @@ class SearchEngine:
         t0 = time.perf_counter()
         conditions = parse_conditions(where) + parse_label_conditions(where_labels)
         allowed = self._mask_cache(conditions) if conditions else None
-        positives = []
         has_text = text is not None and bool(text.strip())
-        if has_text:
-            positives.append(self.encode_text(text))
-        if image is not None:
-            positives.append(self.encode_image(image))
-        if not positives:
+        if not has_text and image is None:
             raise QueryError("the query is empty: type what you are looking for, or give an image")
+        image_vector = self.encode_image(image) if image is not None else None
         negatives = [self.encode_text(negative)] if negative and negative.strip() else []
-        query = combine_query(positives, negatives, negative_weight=negative_weight, weights=_part_weights(has_text, image is not None, image_weight))
+
+        def combined(words: str | None) -> np.ndarray | None:
+            """The query vector with `words` as its text part (None when nothing is left)."""
+            parts = ([self.encode_text(words)] if words else []) + ([image_vector] if image_vector is not None else [])
+            return combine_query(parts, negatives, negative_weight=negative_weight, weights=_part_weights(bool(words), image is not None, image_weight)) if parts else None
+
+        query = combined(text if has_text else None)
         resolved = self.search_mode(mode, text)
         if resolved != IMAGE_MODE:
-            return self._text_mode_result(resolved, text or "", query, top_k, allowed, weights, t0, labels, templates, top_labels, min_score, open_set)
+            mode_weights = self._mode_weights(weights)
+            image_query = query
+            if resolved == HYBRID_MODE and has_text and (mode_weights[CAPTION_MODE] or mode_weights[KEYWORD_MODE]):
+                visual = self.text_search.visual_text(" ".join(text.split()))  # the image half sees only what images can show
+                image_query = query if visual == " ".join(text.split()) else combined(visual)
+            return self._text_mode_result(resolved, text or "", query, image_query, top_k, allowed, mode_weights, t0, labels, templates, top_labels, min_score, open_set)
         t1 = time.perf_counter()
         found, found_scores = self.index.search(query[None, :], top_k, allowed)
         keep = found[0] >= 0
@@ -395,7 +402,8 @@ class SearchEngine:
 
             text_index = TextIndex.open(self.store)
             assert text_index is not None  # search_mode refuses a text mode on a store without one
-            self._text_search = TextSearch(text_index, self.store.vectors, self.index.search, self.relevance_scale.sample)
+            scale = self.relevance_scale
+            self._text_search = TextSearch(text_index, self.store.vectors, self.index.search, scale.sample, self.text_encoder.encode_texts, scale.floor)
         return self._text_search
 
     @property
@@ -409,26 +417,32 @@ class SearchEngine:
             raise StoreError(f"the caption model gives {self._caption_encoder.dim}-dimensional vectors, the text index of {self.store.root} holds {self.text_search.text_index.info.dim}-dimensional ones")
         return self._caption_encoder
 
-    def _text_mode_result(
-        self, mode: str, text: str, query: np.ndarray, top_k: int, allowed: np.ndarray | None, weights: Mapping[str, float] | str | None, t0: float,
-        labels: Sequence[str], templates: Sequence[str] | None, top_labels: int, min_score: float | str | None, open_set: bool,
-    ) -> SearchResult:
-        """A search ranked by the text index (caption, keyword) or by the fusion of every mode (hybrid)."""
+    @staticmethod
+    def _mode_weights(weights: Mapping[str, float] | str | None) -> dict[str, float]:
+        """Hybrid search's per-mode weights; a bad one is a QueryError."""
         from clip_search.hybrid import parse_weights
 
         try:
-            mode_weights = parse_weights(weights)
+            return parse_weights(weights)
         except ValueError as exc:
             raise QueryError(str(exc)) from None
+
+    def _text_mode_result(
+        self, mode: str, text: str, query: np.ndarray, image_query: np.ndarray | None, top_k: int, allowed: np.ndarray | None, mode_weights: Mapping[str, float],
+        t0: float, labels: Sequence[str], templates: Sequence[str] | None, top_labels: int, min_score: float | str | None, open_set: bool,
+    ) -> SearchResult:
+        """A search ranked by the text index (caption, keyword) or by the fusion of every mode (hybrid, its image
+        half by `image_query`); each hit's score and relevance are its image's for `image_query`, else `query`."""
         cleaned = " ".join(text.split())
         searcher = self.text_search
         caption_query = self.caption_encoder.encode_texts([cleaned])[0] if mode == CAPTION_MODE or (mode == HYBRID_MODE and mode_weights[CAPTION_MODE]) else None
         t1 = time.perf_counter()
-        rows, match = searcher.search(mode, cleaned, query, caption_query, top_k, allowed, mode_weights, HYBRID_FUSION)
-        scores = self.store.vectors(rows) @ query if len(rows) else np.zeros(0, np.float32)
+        rows, match = searcher.search(mode, cleaned, image_query, caption_query, top_k, allowed, mode_weights, HYBRID_FUSION)
+        shown = query if image_query is None else image_query
+        scores = self.store.vectors(rows) @ shown if len(rows) else np.zeros(0, np.float32)
         t2 = time.perf_counter()
         timings = {"encode": 1e3 * (t1 - t0), "search": 1e3 * (t2 - t1)}
-        return self._result(query, rows, scores, labels, templates, top_labels, timings, min_score, open_set, match)
+        return self._result(shown, rows, scores, labels, templates, top_labels, timings, min_score, open_set, match)
 
     def search_many(self, requests: Sequence[Query | Mapping[str, Any]]) -> list[SearchResult | ClipSearchError]:
         """Many searches at once, each answered as `search` would answer it alone: its result, or the

@@ -1,18 +1,23 @@
 """Search by caption, by keyword, or hybrid: a query's image, caption and keyword scores fused into one ranking.
 
-Hybrid search takes the best candidates of each mode (the image index's top rows, the caption vectors' and the BM25
-index's best rows, all among the rows a filter allows), scores every candidate in every mode, and fuses them:
-- "zsum" (the default, chosen by measurement: bench/RESULTS.md): each mode's score as a z-score over the store
-  (a sample of rows; every row for BM25), relative to that mode's best candidate and clipped to 0..1, the way
-  `clip_search.relevance` calibrates image scores; then a weighted sum. A mode whose best candidate does not stand
-  out (a query word no caption has) adds little.
+Hybrid search splits the query first: the image encoder gets it without the words that only the text index can
+explain (`TextSearch.visual_text`: words some indexed text holds and no image of the store matches better than the
+empty text does, such as a collection or place name; the caption and keyword modes get the whole query). Then it takes
+the best candidates of each mode (the image index's top rows, the caption vectors' and the BM25 index's best rows,
+all among the rows a filter allows), scores every candidate in every mode, and fuses them. Each mode's score is
+calibrated first, as `clip_search.relevance` calibrates image scores: a z-score over the store (a sample of rows;
+every row for BM25), relative to that mode's best candidate and clipped to 0..1. Then (`fuse`):
+- "product" (the default, chosen by measurement: bench/RESULTS.md): the weighted geometric mean of the calibrated
+  scores (each plus PRODUCT_FLOOR): a result must match every weighted part; one part's strength does not make up
+  for another's miss;
+- "zsum": their weighted sum;
 - "rrf": reciprocal-rank fusion, the sum of weight / (RRF_K + rank) over modes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -30,10 +35,13 @@ from clip_search.config import (
     RRF_K,
 )
 from clip_search.index.exact import select_top_k
+from clip_search.keywords import without_words
 from clip_search.relevance import sample_rows
 from clip_search.text_index import TextIndex
 
-FUSIONS = ("zsum", "rrf")
+MAX_WORDS_SEEN = 100_000  # words whose test result is kept
+FUSIONS = ("product", "zsum", "rrf")
+PRODUCT_FLOOR = 0.05  # added to each calibrated score before the product: a part at 0 ranks low but keeps the rest's order
 
 
 def parse_weights(weights: Mapping[str, float] | str | None) -> dict[str, float]:
@@ -80,6 +88,25 @@ def reciprocal_ranks(scores: np.ndarray, k: int = RRF_K) -> np.ndarray:
     return 1.0 / (k + ranks)
 
 
+def fuse(parts: Mapping[str, tuple[np.ndarray, float, float]], weights: Mapping[str, float], fusion: str) -> np.ndarray:
+    """One score per candidate from each mode's (scores on the candidates, mean and std over the store), by
+    `fusion`; higher is better. "product" gives the weighted geometric mean of the calibrated scores + PRODUCT_FLOOR,
+    less PRODUCT_FLOOR (0..1, 1 when every part is its mode's best)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}: use {', '.join(FUSIONS)}")
+    fused = np.zeros(len(next(iter(parts.values()))[0]), np.float64)
+    for name, (scores, mean, std) in parts.items():
+        if fusion == "rrf":
+            fused += weights[name] * reciprocal_ranks(scores)
+        elif fusion == "zsum":
+            fused += weights[name] * calibrated(scores, mean, std)
+        else:
+            fused += weights[name] * np.log(PRODUCT_FLOOR + calibrated(scores, mean, std))
+    if fusion == "product":
+        fused = np.exp(fused / sum(weights[name] for name in parts)) - PRODUCT_FLOOR
+    return fused
+
+
 @dataclass
 class TextSearch:
     """Caption, keyword and hybrid search over one store: its image index and vectors, and its text index."""
@@ -88,6 +115,9 @@ class TextSearch:
     image_vectors: Callable[[np.ndarray], np.ndarray]  # rows -> their float32 image vectors
     image_search: Callable[[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]  # the image index's search
     image_sample: np.ndarray  # the relevance sample: image vectors each query's image scores are calibrated against
+    encode_image_texts: Callable[[list[str]], np.ndarray]  # texts -> vectors in the image space (the CLIP text side)
+    image_floor: float | None  # the relevance floor: the best score the empty text reaches on the sample
+    _shown: dict[str, bool] = field(default_factory=dict, repr=False)  # word -> does some image of the store match it
 
     @cached_property
     def caption_matrix(self) -> np.ndarray:
@@ -99,6 +129,24 @@ class TextSearch:
         """Caption vectors of the same evenly spaced sample of rows."""
         return np.asarray(self.text_index.vectors[sample_rows(self.text_index.info.count)], np.float32)
 
+    def visual_text(self, text: str) -> str:
+        """`text` as the image half of hybrid search sees it: without the words that the store's text index holds and
+        that no sampled image matches better than the empty text does (the relevance floor), such as a collection or
+        place name only the captions give; "" when no word is left. Unchanged without a positive floor."""
+        if self.image_floor is None or self.image_floor <= 0:
+            return text
+        shown = {w: self._shown.get(w) for w in self.text_index.keywords.known_words(text)}
+        new = [w for w, known in shown.items() if known is None]
+        if new:
+            best = (self.encode_image_texts(new) @ self.image_sample.T).max(axis=1)
+            fresh = {w: bool(b >= self.image_floor) for w, b in zip(new, best)}
+            if len(self._shown) > MAX_WORDS_SEEN:
+                self._shown.clear()
+            self._shown.update(fresh)
+            shown.update(fresh)
+        hidden = {w for w, known in shown.items() if not known}
+        return without_words(text, hidden) if hidden else text
+
     def caption_scores(self, caption_query: np.ndarray) -> np.ndarray:
         """Every row's caption score (cosine with the query's caption-model vector)."""
         return self.caption_matrix @ np.asarray(caption_query, np.float32)
@@ -107,22 +155,23 @@ class TextSearch:
         self,
         mode: str,
         text: str,
-        image_query: np.ndarray,
+        image_query: np.ndarray | None,
         caption_query: np.ndarray | None,
         top_k: int,
         allowed: np.ndarray | None,
         weights: Mapping[str, float] = HYBRID_WEIGHTS,
         fusion: str = HYBRID_FUSION,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and scores of the best `top_k` rows in `mode` (caption, keyword or hybrid), among `allowed` rows."""
+        """Rows and scores of the best `top_k` rows in `mode` (caption, keyword or hybrid), among `allowed` rows.
+        Hybrid fuses the modes of positive weight: the image one with `image_query` (for the query's `visual_text`;
+        None leaves the image out), the caption one with `caption_query`, the keyword one with `text`."""
         if mode == CAPTION_MODE:
             return _best(self.caption_scores(caption_query), top_k, allowed)
         if mode == KEYWORD_MODE:
             return _best(self.text_index.keywords.scores(text), top_k, allowed, positive=True)
         if mode != HYBRID_MODE:
             raise ValueError(f"unknown text search mode {mode!r}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}: use {', '.join(FUSIONS)}")
+        use_image = bool(weights.get(IMAGE_MODE)) and image_query is not None
         depth = max(HYBRID_CANDIDATES, HYBRID_CANDIDATE_FACTOR * top_k)
         full: dict[str, np.ndarray] = {}
         if weights.get(CAPTION_MODE):
@@ -130,7 +179,7 @@ class TextSearch:
         if weights.get(KEYWORD_MODE):
             full[KEYWORD_MODE] = self.text_index.keywords.scores(text)
         pools = [_best(scores, depth, allowed, positive=name == KEYWORD_MODE)[0] for name, scores in full.items()]
-        if weights.get(IMAGE_MODE):
+        if use_image:
             found, _ = self.image_search(image_query[None, :], depth, allowed)
             pools.append(found[0][found[0] >= 0])
         candidates = np.unique(np.concatenate(pools)) if pools else np.zeros(0, np.int64)
@@ -141,14 +190,11 @@ class TextSearch:
         if CAPTION_MODE in full:
             over_sample = self.caption_sample @ caption_query
             stats[CAPTION_MODE] = (float(over_sample.mean()), float(over_sample.std()))
-        if weights.get(IMAGE_MODE):
+        if use_image:
             on_candidates[IMAGE_MODE] = self.image_vectors(candidates) @ image_query
             over_sample = self.image_sample @ image_query
             stats[IMAGE_MODE] = (float(over_sample.mean()), float(over_sample.std()))
-        fused = np.zeros(len(candidates), np.float64)
-        for name, scores in on_candidates.items():
-            part = calibrated(scores, *stats[name]) if fusion == "zsum" else reciprocal_ranks(scores)
-            fused += weights[name] * part
+        fused = fuse({name: (scores, *stats[name]) for name, scores in on_candidates.items()}, weights, fusion)
         rows, best = select_top_k(fused[None, :].astype(np.float32), candidates, min(top_k, len(candidates)))
         return rows[0], best[0]
 

@@ -5,6 +5,9 @@ and Korean write no spaces between words, so a run of their characters becomes i
 ("红色星星" → 红色 色星 星星), the usual unit of CJK keyword search; a lone character is its own token. Stop words of
 the European languages bm25s lists ("a", "the", "der", "и" …) are left out: on short captions they otherwise score as
 much as the words that matter. No stemming: "stars" does not match "star".
+
+`without_words` cuts words out of a query as typed (hybrid search hands the image encoder a query without the words
+only the text index can explain).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import numpy as np
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W{_CJK}]+")
 _CJK_RUN = re.compile(rf"[{_CJK}]+")
+_WORD = re.compile(r"\w+")
+_EDGE = " \t,;:.!?-–—/&+"  # what is left dangling at either end of a query once words are cut out
 
 
 STOPWORD_LISTS = ("STOPWORDS_EN", "STOPWORDS_GERMAN", "STOPWORDS_FRENCH", "STOPWORDS_SPANISH", "STOPWORDS_ITALIAN", "STOPWORDS_PORTUGUESE", "STOPWORDS_RUSSIAN")
@@ -42,6 +47,27 @@ def tokenize(text: str | None) -> list[str]:
         elif run not in stopwords():
             tokens.append(run)
     return tokens
+
+
+def without_words(text: str, words: set[str]) -> str:
+    """`text` without the (case-folded) `words`, and without the stop words that led up to each one ("a red star from
+    the harbour collection" without {harbour, collection}: "a red star"); separators left dangling at the ends go."""
+    matches = list(_WORD.finditer(text))
+    dropped = [m.group().casefold() in words for m in matches]
+    for i in [i for i, d in enumerate(dropped) if d]:
+        j = i - 1
+        while j >= 0 and not dropped[j] and matches[j].group().casefold() in stopwords():
+            dropped[j] = True
+            j -= 1
+    kept, end = [], 0
+    for m, drop in zip(matches, dropped):
+        if drop:
+            kept.append(text[end : m.start()].rstrip(_EDGE) if kept else "")
+        else:
+            kept.append(text[end : m.start()] if kept else "")
+            kept.append(m.group())
+        end = m.end()
+    return "".join(kept).strip(_EDGE)
 
 
 class KeywordIndex:
@@ -70,6 +96,10 @@ class KeywordIndex:
         import bm25s
 
         return cls(bm25s.BM25.load(str(folder), show_progress=False, verbosity=0), count)
+
+    def known_words(self, text: str) -> list[str]:
+        """The words of `text` (case-folded, stop words and CJK runs left out) that some indexed text holds."""
+        return [w for w in dict.fromkeys(_WORD.findall((text or "").casefold())) if not _CJK_RUN.search(w) and w not in stopwords() and w in self._retriever.vocab_dict]
 
     def scores(self, text: str) -> np.ndarray:
         """The BM25 score of every row for `text` (0 where no query token occurs), float32."""

@@ -194,3 +194,70 @@ def test_cli_index_text_and_search_modes(tmp_path: Path, english_store: Path, ti
     assert "no mode 'pixels'" in capsys.readouterr().err
     assert main(["index-text", str(out), "--text-columns", "nope", "--caption-model", str(tiny_student)]) == 1
     assert "no column 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory, minilm: StudentTextEncoder) -> tuple[SearchEngine, list]:
+    """Demo scenes with catalogue notes as captions (each names a collection the pixels do not show), embedded by the
+    demo models and indexed with the real MiniLM: a small store of the eval-hybrid kind (calibration scenes)."""
+    from clip_search.config import DEMO_CLIP, DEMO_STUDENT
+    from clip_search.demo.hybrid_eval import CALIBRATION_SEED, write_gallery
+    from clip_search.demo.scenes import generate_scenes
+
+    gallery = generate_scenes(600, CALIBRATION_SEED)
+    folder, out = tmp_path_factory.mktemp("catalogue"), tmp_path_factory.mktemp("stores") / "catalogue"
+    write_gallery(gallery, folder)
+    precompute(str(folder), out, model=str(DEMO_CLIP), text_model=str(DEMO_STUDENT), batch_size=128, num_workers=0, progress=False)
+    build_text_index(out, caption_model=minilm.model_id, encoder=minilm)
+    engine = SearchEngine.load(out)
+    return SearchEngine(engine.store, engine._clip, engine.text_encoder, engine.index, multilingual=True, caption_encoder=minilm), gallery
+
+
+def test_the_image_half_sees_only_the_words_images_can_show(catalogue: tuple[SearchEngine, list]) -> None:
+    engine, _ = catalogue
+    assert engine.text_search.visual_text("a red star from the harbour collection") == "a red star"  # the notes' words no image shows
+    assert engine.text_search.visual_text("a red star, harbour") == "a red star"
+    assert engine.text_search.visual_text("a large red star") == "a large red star"  # "star" is in the notes, and images show it
+    assert engine.text_search.visual_text("harbour") == ""
+    assert engine.text_search.visual_text("a red star in Lisbon") == "a red star in Lisbon"  # no note holds "lisbon": left to the image
+
+
+@pytest.mark.parametrize("phrasing", ["sentence", "short"])
+def test_hybrid_finds_what_needs_the_caption_and_the_pixels(catalogue: tuple[SearchEngine, list], phrasing: str) -> None:
+    from clip_search.demo.hybrid_eval import fact_queries, fact_text, fact_truth
+
+    engine, gallery = catalogue
+    facts = [f for f in fact_queries(gallery, min_matches=5) if f[0].shape is not None]
+    relevant = fact_truth(facts, gallery)
+    best = int(relevant.sum(axis=1).argmax())
+    text, matching = fact_text(*facts[best], phrasing), set(np.flatnonzero(relevant[best]))
+
+    def rows(mode: str) -> set[int]:
+        return {int(h.id.removeprefix("scene-").removesuffix(".png")) for h in engine.search(text, mode=mode, top_k=5).hits}
+
+    found = {mode: len(rows(mode) & matching) for mode in ("hybrid", "image", "caption")}
+    assert found["hybrid"] >= 4 and found["image"] <= 2 and found["caption"] <= 2, (text, found)  # each half alone gets one part of the query
+    assert engine.search(text, mode="hybrid", top_k=1).hits[0].band == "strong"  # the band is its image's for the query's visual part
+
+
+def test_a_query_of_caption_words_alone_is_ranked_by_the_text(catalogue: tuple[SearchEngine, list]) -> None:
+    from clip_search.demo.scenes import collection_of
+
+    engine, gallery = catalogue
+    hits = engine.search("harbour", mode="hybrid", top_k=10).hits
+    assert [collection_of(gallery[int(h.id.removeprefix("scene-").removesuffix(".png"))]) for h in hits] == ["harbour"] * 10
+
+
+def test_cli_eval_hybrid_reports_every_ranking_and_reuses_its_store(tmp_path: Path, minilm: StudentTextEncoder, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["eval-hybrid", "--caption-model", minilm.model_id, "--scenes", "400", "--calibration", "--work-dir", str(tmp_path), "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["gallery"] == 400 and report["fact_queries"] > 0 and report["weights"] == {"image": 3.0, "caption": 1.0, "keyword": 0.0}
+    for phrasing in ("sentence", "short"):
+        figures = report["fact"][phrasing]
+        assert set(figures) == {"image", "caption", "keyword", "hybrid", "hybrid-zsum", "hybrid-rrf", "hybrid-whole"}
+        assert figures["hybrid"] > max(figures["image"], figures["caption"], figures["hybrid-whole"]), (phrasing, figures)
+    (store,) = tmp_path.glob("seed*-400/store")
+    built = (store / "embeddings.npy").stat().st_mtime_ns
+    assert main(args) == 0 and json.loads(capsys.readouterr().out) == report  # the kept store, the same figures
+    assert (store / "embeddings.npy").stat().st_mtime_ns == built

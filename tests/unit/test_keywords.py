@@ -1,12 +1,14 @@
-"""BM25 keyword search: tokens for alphabetic scripts and CJK, ranking, and a saved index read back."""
+"""BM25 keyword search: tokens for alphabetic scripts and CJK, ranking, a saved index read back, and words cut out of
+a query."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from clip_search.keywords import KeywordIndex, tokenize
+from clip_search.keywords import KeywordIndex, tokenize, without_words
 
 TEXTS = [
     "Boats in the harbour of Lisbon",
@@ -59,3 +61,24 @@ def test_saved_index_gives_the_same_scores(tmp_path: Path) -> None:
     index.save(tmp_path / "bm25")
     loaded = KeywordIndex.load(tmp_path / "bm25", len(TEXTS))
     np.testing.assert_array_equal(loaded.scores("harbour 红色 Berg"), index.scores("harbour 红色 Berg"))
+
+
+def test_known_words_are_the_query_words_some_text_holds() -> None:
+    index = KeywordIndex.build(TEXTS)
+    assert index.known_words("Red boats in the Harbour, red!") == ["red", "boats", "harbour"]  # once each, no stop words
+    assert index.known_words("港口 zebra") == []  # CJK runs are never cut out of a query
+
+
+@pytest.mark.parametrize(
+    "text, words, left",
+    [
+        ("a red star in the harbour collection", {"harbour", "collection"}, "a red star"),  # with the stop words before them
+        ("a red star, harbour", {"harbour"}, "a red star"),
+        ("Harbour: red stars", {"harbour"}, "red stars"),
+        ("a red star in the harbour, at night", {"harbour"}, "a red star, at night"),
+        ("harbour", {"harbour"}, ""),
+        ("a red star", set(), "a red star"),
+    ],
+)
+def test_without_words_cuts_words_and_what_led_up_to_them(text: str, words: set[str], left: str) -> None:
+    assert without_words(text, words) == left
