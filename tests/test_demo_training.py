@@ -107,7 +107,7 @@ def eval_figures() -> dict:
 
 def test_eval_json_on_the_shipped_demo_models(eval_figures: dict) -> None:
     figures = eval_figures
-    assert set(figures) == {"precision_at", "zero_shot_accuracy", "zero_shot_by_language", "relevance", "out_of_world"}
+    assert set(figures) == {"precision_at", "zero_shot_accuracy", "zero_shot_by_language", "relevance", "out_of_world", "zero_shot_ceiling"}
     assert set(figures["precision_at"]) == {"1", "5", "10"}
     p10 = figures["precision_at"]["10"]
     assert set(p10) == {"en", "en-student", "de", "fr", "es", "ru", "zh"}
@@ -124,6 +124,10 @@ def test_eval_json_on_the_shipped_demo_models(eval_figures: dict) -> None:
     assert all(figures["zero_shot_by_language"][lang]["color"] >= 0.95 for lang in languages)
     assert all(figures["zero_shot_by_language"][lang]["shape"] >= 0.94 for lang in languages)
     assert all(min(figures["relevance"][lang].values()) >= 0.85 for lang in languages)
+    # What caps the two bars below (measured: 0.913-0.926 and shape 0.952, colour 0.989): a perfect cut of each
+    # query's ranking, and a linear probe trained on the true labels.
+    assert all(figures["relevance"][lang]["ceiling"] >= 0.9 for lang in languages)
+    assert figures["zero_shot_ceiling"]["shape"] >= 0.94 and figures["zero_shot_ceiling"]["color"] >= 0.98
     # Queries about things no scene contains come back with no strong match in every language (0.000 before the models
     # learned what matches nothing, README "The demo world"; English 0.917 before the floor's margin).
     assert all(figures["out_of_world"][lang] >= 0.95 for lang in languages)
