@@ -218,10 +218,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from clip_search.demo.evaluate import evaluate
-
-    text_model = None if args.text_model == "none" else args.text_model
     from clip_search.demo.scenes import CALIBRATION_SEED, EVAL_SEED
 
+    text_model = None if args.text_model == "none" else args.text_model
     report = evaluate(args.model, text_model, scenes=args.scenes, seed=CALIBRATION_SEED if args.calibration else EVAL_SEED, device=args.device)
     print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
     return 0
