@@ -218,9 +218,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from clip_search.demo.evaluate import evaluate
+    from clip_search.demo.scenes import CALIBRATION_SEED, EVAL_SEED
 
     text_model = None if args.text_model == "none" else args.text_model
-    report = evaluate(args.model, text_model, scenes=args.scenes, device=args.device)
+    report = evaluate(args.model, text_model, scenes=args.scenes, seed=CALIBRATION_SEED if args.calibration else EVAL_SEED, device=args.device)
     print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
     return 0
 
@@ -467,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(config.DEMO_CLIP), help="CLIP to evaluate (default: the demo CLIP)")
     p.add_argument("--text-model", default=str(config.DEMO_STUDENT), help="multilingual student to evaluate, or 'none' (default: the demo student)")
     p.add_argument("--scenes", type=int, default=2000, help="held-out scenes in the gallery (default %(default)s)")
+    p.add_argument("--calibration", action="store_true", help="measure on the calibration scenes that cutoffs are chosen on, not the reported held-out ones")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_eval)

@@ -90,6 +90,7 @@ RELEVANCE_SAMPLE_ROWS = 4096  # store rows a query's score distribution is taken
 RELEVANCE_STRONG = 0.83  # relevance from which a hit is a strong match (balances precision and recall on the demo world)
 RELEVANCE_WEAK = 0.7  # relevance from which a hit is a weak match (below: none)
 RELEVANCE_NULL_TEXT = ""  # the text that says nothing: a strong match scores above what it scores on any sampled row
+RELEVANCE_FLOOR_MARGIN = 1.15  # the store's floor for a strong match: this many times that best score (chosen on calibration scenes)
 RELEVANCE_MIN_TOP_Z = 2.0  # a query whose best hit is less than this many std above its mean over the store has no strong match
 
 # URL sources: first retry waits this long, each later one twice as long (capped at 2 s).

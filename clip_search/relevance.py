@@ -18,10 +18,12 @@ store from calling anything strong. Bands: strong at `strong` and above, weak at
 
 z measures only how far a hit stands out, and a query about something no image shows still has hits that stand
 out ("a dog on a beach" on a store of shapes: z 2.2, as high as a red star's). So a strong match must also clear an
-absolute floor, the store's own: the best score that the text saying nothing (`RELEVANCE_NULL_TEXT`, the empty
-text) reaches on any sampled row, computed once when the engine opens (`null_floor`). A hit must match its image
-better than saying nothing matches any image of the store; below that it is weak at best (its relevance is capped
-at strong × score / floor). The floor applies only when it is positive.
+absolute floor, the store's own: `RELEVANCE_FLOOR_MARGIN` (1.15) times the best score that the text saying nothing
+(`RELEVANCE_NULL_TEXT`, the empty text) reaches on any sampled row, computed once when the engine opens
+(`null_floor`). A hit must match its image clearly better than saying nothing matches any image of the store; below
+that it is weak at best (its relevance is capped at strong × score / floor). The floor applies only when it is
+positive. The margin was chosen on calibration scenes (`CALIBRATION_SEED`): there the best out-of-world query reaches
+1.05 × the bare best score and every in-world query's best hit at least 1.39 ×; 1.15 costs no recall there.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clip_search.config import RELEVANCE_MIN_TOP_Z, RELEVANCE_SAMPLE_ROWS, RELEVANCE_STRONG, RELEVANCE_WEAK
+from clip_search.config import RELEVANCE_FLOOR_MARGIN, RELEVANCE_MIN_TOP_Z, RELEVANCE_SAMPLE_ROWS, RELEVANCE_STRONG, RELEVANCE_WEAK
 
 STRONG, WEAK, NONE = "strong", "weak", "none"
 BANDS: tuple[str, ...] = (STRONG, WEAK, NONE)
@@ -91,10 +93,11 @@ class RelevanceScale:
         return STRONG if relevance >= self.strong else WEAK if relevance >= self.weak else NONE
 
 
-def null_floor(sample: np.ndarray, null: np.ndarray) -> float:
-    """The store's floor for a strong match: the best score the text that says nothing (its embedding `null`)
-    reaches on the sample's rows."""
-    return float((np.asarray(sample, np.float32) @ np.asarray(null, np.float32)).max(initial=-1.0))
+def null_floor(sample: np.ndarray, null: np.ndarray, margin: float = RELEVANCE_FLOOR_MARGIN) -> float:
+    """The store's floor for a strong match: `margin` times the best score the text that says nothing (its
+    embedding `null`) reaches on the sample's rows (a best score that is not positive is returned as it is)."""
+    best = float((np.asarray(sample, np.float32) @ np.asarray(null, np.float32)).max(initial=-1.0))
+    return best * margin if best > 0 else best
 
 
 def parse_min_score(value: str | float | None) -> float | str | None:

@@ -107,7 +107,7 @@ def eval_figures() -> dict:
 
 def test_eval_json_on_the_shipped_demo_models(eval_figures: dict) -> None:
     figures = eval_figures
-    assert set(figures) == {"precision_at", "zero_shot_accuracy", "zero_shot_by_language", "relevance", "out_of_world"}
+    assert set(figures) == {"precision_at", "zero_shot_accuracy", "zero_shot_by_language", "relevance", "out_of_world", "zero_shot_ceiling"}
     assert set(figures["precision_at"]) == {"1", "5", "10"}
     p10 = figures["precision_at"]["10"]
     assert set(p10) == {"en", "en-student", "de", "fr", "es", "ru", "zh"}
@@ -124,15 +124,17 @@ def test_eval_json_on_the_shipped_demo_models(eval_figures: dict) -> None:
     assert all(figures["zero_shot_by_language"][lang]["color"] >= 0.95 for lang in languages)
     assert all(figures["zero_shot_by_language"][lang]["shape"] >= 0.94 for lang in languages)
     assert all(min(figures["relevance"][lang].values()) >= 0.85 for lang in languages)
-    # Queries about things no scene contains come back with no strong match (0.000 before the models learned what
-    # matches nothing, README "The demo world"): the bar in every language but English (0.917, 11 of 12).
-    assert all(figures["out_of_world"][lang] >= 0.95 for lang in languages - {"en"})
-    assert figures["out_of_world"]["en"] >= 0.9
+    # What caps the two bars below (measured: 0.913-0.926 and shape 0.952, colour 0.989): a perfect cut of each
+    # query's ranking, and a linear probe trained on the true labels.
+    assert all(figures["relevance"][lang]["ceiling"] >= 0.9 for lang in languages)
+    assert figures["zero_shot_ceiling"]["shape"] >= 0.94 and figures["zero_shot_ceiling"]["color"] >= 0.98
+    # Queries about things no scene contains come back with no strong match in every language (0.000 before the models
+    # learned what matches nothing, README "The demo world"; English 0.917 before the floor's margin).
+    assert all(figures["out_of_world"][lang] >= 0.95 for lang in languages)
 
 
-@pytest.mark.xfail(strict=True, reason="not met by the demo models yet (README, 'The demo world'): shape with dictionary words stays at 0.945-0.951, too few matches rank above the others past the top 10, and one English out-of-world query of 12 has a strong match")
-def test_eval_bars_the_demo_models_do_not_meet_yet(eval_figures: dict) -> None:
+@pytest.mark.xfail(strict=True, reason="not met by the demo models (README, 'The demo world'): shape with dictionary words stays at 0.945-0.951, at the 0.952-0.955 a probe trained on labelled scenes reaches; relevance recall 0.87-0.90, against 0.913-0.926 for a cut that knows each query's number of matches")
+def test_eval_bars_the_demo_models_do_not_meet(eval_figures: dict) -> None:
     languages = ("en", "de", "fr", "es", "ru", "zh")
     assert all(figures["shape"] >= 0.95 for figures in eval_figures["zero_shot_by_language"].values())
     assert all(eval_figures["relevance"][lang]["precision"] >= 0.9 and eval_figures["relevance"][lang]["recall"] >= 0.9 for lang in languages)
-    assert all(eval_figures["out_of_world"][lang] >= 0.95 for lang in languages)

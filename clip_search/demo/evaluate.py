@@ -35,6 +35,7 @@ STUDENT_ENGLISH = "en-student"
 DEFAULT_EVAL_SCENES = 2000
 RELEVANCE_DEPTH = 50  # the relevance signal is judged on each query's top 50
 OUT_OF_WORLD_TOP_K = 12  # an out-of-world query must have no strong match among the results a page shows
+PROBE_FOLDS = 5  # the zero-shot ceiling: a linear probe cross-validated over the gallery in this many folds
 
 # Queries about things no demo scene contains (animals, vehicles, places), per language: each must come back with
 # no strong match. Written for this check, not used to choose the relevance method's cutoffs.
@@ -64,8 +65,9 @@ OUT_OF_WORLD_QUERIES: dict[str, tuple[str, ...]] = {
 class EvalReport:
     """precision_at[k][lang] and zero_shot_accuracy[kind] (English CLIP, caption-phrased labels); per language:
     zero_shot_by_language[lang][kind] with dictionary-form labels, relevance[lang] (precision and recall of the
-    strong band at telling matching results in the top 50) and out_of_world[lang] (share of out-of-world queries
-    with no strong match)."""
+    strong band at telling matching results in the top 50, and the ceiling a perfect cut of the rankings reaches),
+    out_of_world[lang] (share of out-of-world queries with no strong match) and zero_shot_ceiling[kind] (a linear
+    probe trained on the true labels: what any label set can reach on these embeddings)."""
 
     precision_at: dict[str, dict[str, float]]
     zero_shot_accuracy: dict[str, float]
@@ -75,12 +77,14 @@ class EvalReport:
     zero_shot_by_language: dict[str, dict[str, float]] = field(default_factory=dict)
     relevance: dict[str, dict[str, float]] = field(default_factory=dict)
     out_of_world: dict[str, float] = field(default_factory=dict)
+    zero_shot_ceiling: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         """The JSON form `clip-search eval --json` prints."""
         return {
             "precision_at": self.precision_at, "zero_shot_accuracy": self.zero_shot_accuracy,
             "zero_shot_by_language": self.zero_shot_by_language, "relevance": self.relevance, "out_of_world": self.out_of_world,
+            "zero_shot_ceiling": self.zero_shot_ceiling,
         }
 
     def table(self) -> str:
@@ -92,13 +96,15 @@ class EvalReport:
             lines.append(f"{lang:<12} " + "".join(f"  {self.precision_at[str(k)][lang]:.3f} " for k in K_VALUES))
         lines.append("")
         lines.append("zero-shot accuracy: " + ", ".join(f"{kind} {acc:.3f}" for kind, acc in self.zero_shot_accuracy.items()))
+        if self.zero_shot_ceiling:
+            lines.append("a linear probe trained on the true labels: " + ", ".join(f"{kind} {acc:.3f}" for kind, acc in self.zero_shot_ceiling.items()))
         if self.relevance:
-            lines += ["", "language      zero-shot shape  colour   relevance precision  recall   out-of-world no strong match"]
+            lines += ["", "language      zero-shot shape  colour   relevance precision  recall   ceiling   out-of-world no strong match"]
             for lang, figures in self.relevance.items():
                 shots = self.zero_shot_by_language.get(lang, {})
                 lines.append(
                     f"{lang:<12}  {_figure(shots.get('shape'))}            {_figure(shots.get('color'))}    "
-                    f"{figures['precision']:.3f}                {figures['recall']:.3f}    {_figure(self.out_of_world.get(lang))}"
+                    f"{figures['precision']:.3f}                {figures['recall']:.3f}    {figures['ceiling']:.3f}     {_figure(self.out_of_world.get(lang))}"
                 )
         return "\n".join(lines)
 
@@ -123,15 +129,18 @@ def precision_at(matrix: np.ndarray, query_vectors: np.ndarray, relevant: np.nda
 
 def relevance_precision_recall(engine: SearchEngine, matrix: np.ndarray, query_vectors: np.ndarray, relevant: np.ndarray, depth: int = RELEVANCE_DEPTH) -> dict[str, float]:
     """Precision and recall of the strong band at telling matching results from the others in each query's top
-    `depth`, pooled over queries (`relevant` is queries×gallery booleans)."""
+    `depth`, pooled over queries (`relevant` is queries×gallery booleans); and the ceiling: the precision (equal to
+    the recall) of cutting each query's ranking at its true number of matches, what a perfect cut would reach."""
     rows = [top_k(matrix, q, depth) for q in query_vectors]
     assessments = engine.relevance_scale.assess_many(query_vectors, [scores for _, scores in rows])
     strong = np.concatenate([np.array(a.bands) == STRONG for a in assessments])
     matching = np.concatenate([relevant[i, found] for i, (found, _) in enumerate(rows)])
+    cut = np.concatenate([np.arange(len(found)) < relevant[i, found].sum() for i, (found, _) in enumerate(rows)])
     true_positives = float((strong & matching).sum())
     return {
         "precision": round(true_positives / max(float(strong.sum()), 1.0), 4),
         "recall": round(true_positives / max(float(matching.sum()), 1.0), 4),
+        "ceiling": round(float((cut & matching).sum()) / max(float(matching.sum()), 1.0), 4),
     }
 
 
@@ -149,6 +158,16 @@ def dictionary_label_accuracy(engine: SearchEngine, matrix: np.ndarray, gallery:
     predicted = zero_shot_probabilities(matrix, labels, engine.logit_scale).argmax(axis=1)
     truth = np.array([label_values(kind).index(getattr(s, kind)) for s in gallery])
     return round(float((predicted == truth).mean()), 4)
+
+
+def probe_accuracy(matrix: np.ndarray, gallery: Sequence[Scene], kind: str, folds: int = PROBE_FOLDS) -> float:
+    """Accuracy on `kind` of a linear classifier trained on the stored vectors with the true labels (cross-validated
+    over the gallery): a zero-shot label set is a linear classifier too, so this is about as far as one can get."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    truth = np.array([label_values(kind).index(getattr(s, kind)) for s in gallery])
+    return round(float(cross_val_score(LogisticRegression(max_iter=2000), matrix, truth, cv=folds).mean()), 4)
 
 
 def _write_gallery(scenes: Sequence[Scene], folder: Path, size: int) -> None:
@@ -198,10 +217,11 @@ def evaluate(
             lang: {kind: dictionary_label_accuracy(engine, matrix, gallery, kind, lang) for kind in ("shape", "color")}
             for lang in (languages if engine.multilingual else ("en",))
         }
+        ceiling = {kind: probe_accuracy(matrix, gallery, kind) for kind in ("shape", "color")}
         accuracy = {}
         for kind in ("shape", "color"):
             labels = embed_labels(label_prompts(kind, "en"), engine.clip.encode_texts, templates=("{}",))
             predicted = zero_shot_probabilities(matrix, labels, engine.logit_scale).argmax(axis=1)
             truth = np.array([label_values(kind).index(getattr(s, kind)) for s in gallery])
             accuracy[kind] = round(float((predicted == truth).mean()), 4)
-    return EvalReport(precision, accuracy, len(queries), len(gallery), zero_shot_by_language=by_language, relevance=relevance, out_of_world=out_of_world)
+    return EvalReport(precision, accuracy, len(queries), len(gallery), zero_shot_by_language=by_language, relevance=relevance, out_of_world=out_of_world, zero_shot_ceiling=ceiling)

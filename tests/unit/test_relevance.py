@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_search.config import RELEVANCE_STRONG
+from clip_search.config import RELEVANCE_FLOOR_MARGIN, RELEVANCE_STRONG
 from clip_search.relevance import AUTO, NONE, STRONG, WEAK, RelevanceScale, kept, null_floor, parse_min_score, sample_rows
 from clip_search.vectors import l2_normalise
 
@@ -82,8 +82,11 @@ def test_a_hit_below_the_stores_floor_is_not_strong_however_far_it_stands_out() 
     assert not nothing.any_strong and nothing.relevance[0] == pytest.approx(RELEVANCE_STRONG * scores[0] / (scores[0] + 0.1))
 
 
-def test_the_floor_is_the_best_score_the_text_saying_nothing_reaches_and_a_non_positive_one_is_ignored() -> None:
+def test_the_floor_is_a_margin_above_the_best_score_the_text_saying_nothing_reaches_and_a_non_positive_one_is_ignored() -> None:
     store, query = _store(matching=20)
-    assert null_floor(store, query) == pytest.approx(float((store @ query).max()))
+    best = float((store @ query).max())
+    assert null_floor(store, query, margin=1.0) == pytest.approx(best)
+    assert null_floor(store, query) == pytest.approx(RELEVANCE_FLOOR_MARGIN * best) and RELEVANCE_FLOOR_MARGIN > 1.0
+    assert null_floor(np.array([[1.0, 0.0], [0.6, 0.8]]), np.array([-1.0, 0.0]), margin=2.0) == pytest.approx(-0.6)  # not pushed down
     scores = np.sort(store @ query)[::-1][:40]
     assert RelevanceScale(store, floor=-0.2).assess(query, scores).bands == RelevanceScale(store).assess(query, scores).bands
