@@ -81,6 +81,30 @@ def production_sized_student(out: Path, dim: int) -> Path:
     return out / "student"
 
 
+def encoder_ceiling(text_model: Path, rounds: int = 3) -> dict[str, float]:
+    """queries/s of the store's text encoder alone, one query at a time and in batches of 50 (interleaved rounds):
+    when encoding dominates a search, their ratio is what batching can give the 50-client level at most."""
+    import statistics
+
+    from clip_search.text_backend import load_text_encoder
+
+    encoder = load_text_encoder(str(text_model), "student")
+    texts = queries(200, seed=7)
+    encoder.encode_texts(texts[:50])
+    single, batched = [], []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        for text in texts[:40]:
+            encoder.encode_texts([text])
+        single.append(40 / (time.perf_counter() - began))
+        began = time.perf_counter()
+        for start in range(0, 200, 50):
+            encoder.encode_texts(texts[start : start + 50])
+        batched.append(200 / (time.perf_counter() - began))
+    one, fifty = statistics.median(single), statistics.median(batched)
+    return {"one_qps": round(one, 1), "batch50_qps": round(fifty, 1), "ratio": round(fifty / one, 2)}
+
+
 def synthetic_store(out: Path, rows: int = 25_000, seed: int = 0, text_model: Path | None = None) -> Path:
     """The demo store's models and manifest with `rows` random unit vectors and fake https URLs (and another
     query text encoder, when `text_model` is given)."""
@@ -354,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             student = production_sized_student(workdir / "student", EmbeddingStore.open(DEMO_STORE).dim)
             stores.append(("25k", synthetic_store(workdir / "store-25k", text_model=student)))
             print(f"built the 25k-row store (production-sized random student) in {time.perf_counter() - t0:.1f} s", flush=True)
+            report["encoder_ceiling"] = encoder_ceiling(student)
+            print(f"its text encoder alone: {report['encoder_ceiling']}", flush=True)
         for name, store in stores:
             report[name] = bench_store(name, Path(store), levels, workdir)
     finally:
@@ -382,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in r["levels"]:
             if row["first_errors"]:
                 print(f"  {name} {row['path']} {row['clients']} clients, first errors: {row['first_errors']}")
+    if "encoder_ceiling" in report:
+        c = report["encoder_ceiling"]
+        print(f"25k store's text encoder alone: {c['one_qps']} queries/s one at a time, {c['batch50_qps']} in batches of 50: {c['ratio']}x")
     print(f"load average before {' '.join(report['uptime'])}, after {' '.join(report['uptime_after'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
