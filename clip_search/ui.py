@@ -407,12 +407,14 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE, suggester:
 
         def then_extras(event: Any) -> None:
             """After a page search: the URL set to its link, then its summary and follow-ups."""
-            event.then(None, [link], None, js=share).then(page_extras, [last, found], extras, api_visibility="private", concurrency_limit=config.APP_SEARCH_CONCURRENCY)
+            event.then(None, [link], None, js=share).then(page_extras, [last, found], extras, **extra_work)
 
         page_names = [*API_INPUTS[:9], "mode", "weights", *(name for name, _ in optional if name == "where_labels")]
         submit = named_inputs(page_submit, page_names)
         page_form = [*form_inputs, mode, weights, *label_inputs]
         private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": config.APP_SEARCH_CONCURRENCY}
+        # Completions, summaries and follow-ups share a few workers of their own, so that they never hold a search back.
+        extra_work: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": config.APP_EXTRAS_CONCURRENCY, "concurrency_id": "extras"}
         then_extras(gr.on([button.click, query.submit, negative.submit, labels.submit, filters.submit, weights.submit], submit, page_form, page_outputs, preprocess=False, **private))
         then_extras(more.click(page_more, [last], page_outputs, **private))
         then_extras(sort.input(page_sort, [last, sort], page_outputs, **private))
@@ -420,7 +422,7 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE, suggester:
         for offered in (completions, try_also):  # a suggestion clicked: it becomes the query, and is searched
             then_extras(offered.input(lambda picked: picked or gr.skip(), [offered], [query], api_visibility="private").then(submit, page_form, page_outputs, preprocess=False, **private))
         if suggester is not None:
-            query.input(page_complete, [query, mode], [completions], api_visibility="private", trigger_mode="always_last", show_progress="hidden", preprocess=False)
+            query.input(page_complete, [query, mode], [completions], trigger_mode="always_last", show_progress="hidden", preprocess=False, **extra_work)
         image.change(lambda value: gr.Row(visible=bool(value)), [image], [chip_row], api_visibility="private", preprocess=False)
         clear_image.click(lambda: (None, gr.Row(visible=False)), None, [image, chip_row], api_visibility="private")
         then_extras(demo.load(page_load, [width], [*page_fields, *page_outputs], js="() => [window.innerWidth]", api_visibility="private"))
