@@ -202,11 +202,11 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE, suggester:
 
     async def page_submit(
         request: gr.Request | None, query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, image_weight: Any, negative_weight: Any, filters: Any, sort: Any,
-        mode: Any = None, weights: Any = None, where_labels: Any = None,
+        mode: Any = None, weights: Any = None, where_labels: Any = None, **only: Any,
     ) -> tuple[Any, ...]:
         try:
             form = SearchRequest.from_payload(
-                query, negative, image, top_k, labels_text, None, image_weight, negative_weight, filters, sort, 1,
+                query, negative, image, top_k, labels_text, _only_conditions(only), image_weight, negative_weight, filters, sort, 1,
                 where_labels=where_labels, mode=mode, weights=weights, modes=modes,
             )
         except ClipSearchError as exc:
@@ -349,6 +349,7 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE, suggester:
                                 )
                                 sort = gr.Dropdown(sort_choices, value="", label="Sort results by", elem_id="sort", interactive=bool(summary.columns), min_width=140)
                             label_inputs = label_filter(engine)  # one input with trained classifiers, else none
+                            only_inputs = enriched_filters(enriched)  # one per label column `clip-search enrich` added
                     with gr.Column(scale=1, min_width=220):
                         image = gr.Image(
                             label="… or search by image (optional)",
@@ -409,9 +410,9 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE, suggester:
             """After a page search: the URL set to its link, then its summary and follow-ups."""
             event.then(None, [link], None, js=share).then(page_extras, [last, found], extras, **extra_work)
 
-        page_names = [*API_INPUTS[:9], "mode", "weights", *(name for name, _ in optional if name == "where_labels")]
+        page_names = [*API_INPUTS[:9], "mode", "weights", *(name for name, _ in optional if name == "where_labels"), *(f"{ONLY}{c}" for c in list(enriched)[: len(only_inputs)])]
         submit = named_inputs(page_submit, page_names)
-        page_form = [*form_inputs, mode, weights, *label_inputs]
+        page_form = [*form_inputs, mode, weights, *label_inputs, *only_inputs]
         private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": config.APP_SEARCH_CONCURRENCY}
         # Completions, summaries and follow-ups share a few workers of their own, so that they never hold a search back.
         extra_work: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": config.APP_EXTRAS_CONCURRENCY, "concurrency_id": "extras"}
@@ -457,6 +458,25 @@ def search_modes(engine: SearchEngine) -> tuple[str, ...]:
 def _shown_mode(engine: SearchEngine, form: SearchRequest, has_text: bool) -> str | None:
     """The mode a search ran in, for the status line of a store with a text index (None otherwise)."""
     return engine.search_mode(form.mode, form.text) if has_text else None
+
+
+ONLY = "only_"  # the page's inputs for enriched label columns are named ONLY + column
+
+
+def enriched_filters(enriched: dict[str, tuple[str, ...]]) -> list[gr.Dropdown]:
+    """A choice of label per label column `clip-search enrich` added (the first APP_ENRICHED_FILTERS): "any", or
+    only the results with that label."""
+    return [
+        gr.Dropdown([("any", ""), *((label, label) for label in labels)], value="", label=f"Only results whose {column} is", elem_id=f"only-{column}", min_width=140)
+        for column, labels in list(enriched.items())[: config.APP_ENRICHED_FILTERS]
+    ]
+
+
+def _only_conditions(only: dict[str, Any]) -> list[Any] | None:
+    """The conditions of the page's enriched-label choices ("COLUMN == LABEL" for each one made), checked as any
+    `where` is; a value that is not text is left for `SearchRequest.from_payload` to refuse."""
+    conditions = [value if not isinstance(value, str) else f"{name.removeprefix(ONLY)} == {value}" for name, value in only.items() if value not in (None, "")]
+    return conditions or None
 
 
 def _columns_info(columns: Sequence[str], enriched: dict[str, tuple[str, ...]]) -> str | None:
