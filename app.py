@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             store,
             model=os.environ.get("CLIP_SEARCH_MODEL") or None,
             text_model=os.environ.get("CLIP_SEARCH_TEXT_MODEL") or None,
+            suggester=os.environ.get("CLIP_SEARCH_SUGGESTER") or None,
+            summarizer=os.environ.get("CLIP_SEARCH_SUMMARIZER") or None,
             host=host,
             port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         )

@@ -212,7 +212,8 @@ def _columns(text: str | None) -> list[str] | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from clip_search.ui import launch_app
 
-    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, text_backend=args.text_backend, host=args.host, port=args.port, share=args.share, classifiers=tuple(args.classifier or ()))
+    launch_app(args.store, model=args.model, text_model=args.text_model, device=args.device, dtype=args.dtype, text_backend=args.text_backend, host=args.host, port=args.port, share=args.share, classifiers=tuple(args.classifier or ()),
+               suggester=args.suggester, summarizer=args.summarizer)
     return 0
 
 
@@ -456,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=config.APP_PORT, help="port to listen on (default %(default)s)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     p.add_argument("--classifier", action="append", metavar="DIR", help="a trained classifier (folder or hub repo) whose labels the tiles show and the page filters by (repeatable)")
+    p.add_argument("--suggester", default=None, metavar="DIR", help="a folder `clip-search train-suggester` wrote: the page completes queries and proposes follow-ups")
+    p.add_argument("--summarizer", default=None, metavar="MODEL", help="a sequence-to-sequence model (hub id or folder) that summarises the results' captions under them")
     _add_text_backend(p)
     p.add_argument("--text-model", default=None, help="text encoder: the store's by default; 'clip' or a student id/folder")
     _add_model_options(p, model_default=None)

@@ -127,6 +127,11 @@ APP_GALLERY_THUMBNAILS = 4  # results shown for each example prompt in the page'
 APP_MAX_NEGATIVE_WEIGHT = 2.0  # the page's "… but not" weight slider goes from 0 to this
 APP_NARROW_WIDTH = 700  # a page narrower than this (px, a phone) opens with the label table collapsed
 APP_TRY_PROMPTS = 8  # example prompts shown as links under the query box
+APP_MAX_MODE_WEIGHT = 10.0  # each hybrid weight (image, caption, keyword) a page or API client gives goes from 0 to this
+APP_COMPLETIONS = 4  # completions of the typed query the suggester proposes (only those with a strong match are shown)
+APP_TRY_ALSO = 3  # "try also" follow-ups under the results (the same check)
+APP_ENRICHED_FILTERS = 4  # label columns added by `clip-search enrich` that the page offers a label choice for
+APP_EXTRAS_CONCURRENCY = 1  # completions, summaries and follow-ups computed at once (CPU-heavy; searches never wait on them): bench/suggest_latency.py
 # Example prompts for a store that ships none (as language, text), one per language: en, de, fr, es, ru, zh, ja.
 # A store whose queries go through CLIP's own (English) text encoder shows the English ones only.
 APP_EXAMPLE_PROMPTS: tuple[tuple[str, str], ...] = (

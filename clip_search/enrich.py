@@ -88,6 +88,21 @@ def enrich(
     return EnrichReport(store.root, name, f"{name}_score", len(texts), done * chunk_rows, dict(sorted(counts.items())))
 
 
+def enriched_labels(store: EmbeddingStore, limit: int = 50) -> dict[str, tuple[str, ...]]:
+    """The label columns `enrich` added to `store` (a text column NAME beside a numeric NAME_score), each with its
+    distinct labels (columns with more than `limit` labels left out: not a label column)."""
+    table = store.metadata
+    found: dict[str, tuple[str, ...]] = {}
+    for name in table.column_names:
+        score = f"{name}_score"
+        if score not in table.column_names or not pa.types.is_string(table.schema.field(name).type) or not pa.types.is_floating(table.schema.field(score).type):
+            continue
+        labels = sorted({v for v in table.column(name).unique().to_pylist() if v is not None})
+        if 0 < len(labels) <= limit:
+            found[name] = tuple(labels)
+    return found
+
+
 def _resume(workdir: Path, state: dict) -> int:
     """How many chunks an interrupted run of the same enrichment finished (0 for a fresh start; other work is discarded)."""
     state_file = workdir / "state.json"

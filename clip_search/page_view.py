@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from clip_search.engine import Hit
 from clip_search.store import ExamplePrompt
+from clip_search.summary import ResultSummary
 
 NO_STRONG_MATCH = "No strong matches — closest results:"
 STRONG, WEAK, NONE = "strong", "weak", "none"
@@ -33,6 +34,8 @@ LANGUAGE_NAMES = {
     "hi": "हिन्दी", "zh": "中文", "ja": "日本語", "ko": "한국어",
 }
 FROM_CAPTIONS = "From this collection's captions"
+MODE_HELP = "image: what the pictures show · caption: what the captions mean · keyword: the captions' words · hybrid: all three"
+SUMMARY_TITLE = "What these results show"
 
 CSS = """
 .cs-grid { display: grid; grid-template-columns: repeat(6, minmax(0, 1fr)); gap: 10px; width: 100%; }
@@ -71,6 +74,10 @@ CSS = """
 .cs-try a { padding: 2px 10px; border: 1px solid var(--border-color-primary, #ccc); border-radius: 999px; text-decoration: none; color: inherit; }
 .cs-chip { display: inline-flex; align-items: center; padding: 4px 10px; border-radius: 999px; background: #e8eeff; font-weight: 600; }
 #image-chip-row { align-items: center; }
+.cs-summary { margin: 10px 0; padding: 8px 12px; border-left: 3px solid #4f7cff; background: var(--block-background-fill, #f8f9ff); }
+.cs-summary h4 { margin: 0 0 4px; }
+.cs-summary ul { margin: 2px 0 6px 18px; padding: 0; }
+.cs-spread { display: flex; flex-wrap: wrap; gap: 4px 14px; align-items: center; }
 """
 
 
@@ -177,6 +184,27 @@ def _preview(t: Tile) -> str:
         f'<p><a class="cs-original" href="{e(t.url)}" target="_blank" rel="noopener">Open the original image</a></p>'
         f"<table>{table}</table></div></div>"
     )
+
+
+def summary_html(summary: ResultSummary, labelled_by: str | None = None) -> str:
+    """The summary under the results: the most representative captions, the abstractive summary when one was made,
+    and the share of results per label (`labelled_by` says which labels); empty when there is nothing to say."""
+    if not summary.captions and not summary.abstract and not summary.spread:
+        return ""
+    parts = [f'<section class="cs-summary" aria-label="{e(SUMMARY_TITLE)}"><h4>{e(SUMMARY_TITLE)}</h4>']
+    if summary.abstract:
+        parts.append(f'<p class="cs-abstract">{e(summary.abstract)}</p>')
+    if summary.captions:
+        parts.append('<ul class="cs-representative">' + "".join(f"<li>{e(c)}</li>" for c in summary.captions) + "</ul>")
+    if summary.spread:
+        bars = "".join(
+            f'<span class="cs-share">{e(label)} <span class="cs-bar"><span style="width:{100 * share:.0f}%"></span></span> {share:.0%}</span>'
+            for label, share in summary.spread.items()
+        )
+        title = f"By {labelled_by}:" if labelled_by else "By label:"
+        parts.append(f'<div class="cs-spread"><span>{e(title)}</span>{bars}</div>')
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def search_link(**params: object) -> str:

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clip_search.config import TEXT_COLUMNS
-from clip_search.errors import StoreError
+from clip_search.errors import ModelLoadError, StoreError, one_line
 from clip_search.relevance import STRONG
 from clip_search.store import EmbeddingStore
 
 if TYPE_CHECKING:
-    from clip_search.engine import SearchEngine
+    from clip_search.engine import SearchEngine, SearchResult
 
 EOS = "<|endoftext|>"
 
@@ -130,8 +130,11 @@ class Suggester:
     def __init__(self, folder: str | Path) -> None:
         from transformers import AutoTokenizer, GPT2LMHeadModel
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            self.model = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"cannot load the suggester {str(folder)!r} (a folder `clip-search train-suggester` wrote): {one_line(exc)}") from None
 
     def complete(self, prefix: str, count: int = 5, max_new_tokens: int = 16) -> list[str]:
         """Up to `count` distinct completions of `prefix` (whole queries, the prefix included), most likely first."""
@@ -156,12 +159,17 @@ class Suggester:
         return [t for t in self.complete(stem, count + 1) if t.casefold() != same][:count]
 
 
+def has_strong_match(result: SearchResult | Exception) -> bool:
+    """Whether a suggestion's search found a strong match: its best hit is in the strong relevance band."""
+    return not isinstance(result, Exception) and bool(result.hits) and result.hits[0].band == STRONG
+
+
 def strong_share(engine: SearchEngine, suggestions: Sequence[str]) -> float:
     """Share of suggestions whose best result is a strong match (`Hit.band`), searched as a user's query would be."""
     if not suggestions:
         return 0.0
     results = engine.search_many([{"text": s, "top_k": 1} for s in suggestions])
-    return sum(1 for r in results if not isinstance(r, Exception) and r.hits and r.hits[0].band == STRONG) / len(suggestions)
+    return sum(1 for r in results if has_strong_match(r)) / len(suggestions)
 
 
 def _padded(batch: Sequence[Sequence[int]], pad: int):

@@ -73,7 +73,8 @@ class Summarizer:
             self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model)).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"cannot load summarisation model {str(model)!r}: {one_line(exc)}") from None
-        self.max_input_tokens = max_input_tokens
+        positions = getattr(self.model.config, "max_position_embeddings", None)  # the model reads no more than this
+        self.max_input_tokens = min(max_input_tokens, positions) if positions else max_input_tokens
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min(min_new_tokens, max_new_tokens)
 

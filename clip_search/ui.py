@@ -12,6 +12,8 @@ Routes mounted on the page's own server (every `launch` of the page adds them):
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import json
 import logging
@@ -19,7 +21,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -35,11 +37,34 @@ from starlette.routing import BaseRoute, Route
 from clip_search import config
 from clip_search.batcher import Busy, SearchBatcher
 from clip_search.classify import parse_labels
+from clip_search.config import (
+    AUTO_MODE,
+    HYBRID_MODE,
+    HYBRID_WEIGHTS,
+    IMAGE_MODE,
+    SEARCH_MODES,
+)
 from clip_search.engine import Hit, Query, SearchEngine, SearchResult, sort_hits
+from clip_search.enrich import enriched_labels
 from clip_search.errors import ClipSearchError, QueryError, SkipItem
-from clip_search.page_view import CSS, Tile, gallery_html, languages_line, predicted_labels, previews_html, results_html, search_link, shown_name, try_links
+from clip_search.page_view import (
+    CSS,
+    MODE_HELP,
+    Tile,
+    gallery_html,
+    languages_line,
+    predicted_labels,
+    previews_html,
+    results_html,
+    search_link,
+    shown_name,
+    summary_html,
+    try_links,
+)
 from clip_search.search import DEFAULT_IMAGE_WEIGHT, DEFAULT_NEGATIVE_WEIGHT
 from clip_search.store import ExamplePrompt
+from clip_search.suggest import Suggester, has_strong_match
+from clip_search.summary import Summarizer, summarize_result
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +75,14 @@ MAX_CAPTION_CHARS = 140
 MAX_ECHO_CHARS = 80
 BUSY_MESSAGE = "⚠️ the server is busy: please retry in a moment"
 PLACEHOLDER_SIZE = 160
-API_FIELDS = ("query", "negative", "top_k", "labels", "where", "where_labels", "negative_weight", "sort")
+API_FIELDS = ("query", "negative", "top_k", "labels", "where", "where_labels", "negative_weight", "sort", "mode", "weights")
 # The page URL's search inputs: ?q=QUERY&not=NEGATIVE&labels=A,B&k=TOP_K&iw=IMAGE_WEIGHT&nw=NEGATIVE_WEIGHT&where=COND&sort=[-]COLUMN&pages=N
-URL_PARAMS = ("q", "not", "labels", "k", "iw", "nw", "where", "sort", "pages")
+# &mode=MODE&w=image=2,caption=1,keyword=0
+URL_PARAMS = ("q", "not", "labels", "k", "iw", "nw", "where", "sort", "pages", "mode", "w")
+# The Gradio API's inputs, by the names clients pass them (Client(url).predict(..., labels_text="cat, dog")): `/search`
+# takes the first five, `/search_options` the first ten; both then take the label filter (trained classifiers) and
+# the mode and hybrid weights (a store with a text index) when the store has them.
+API_INPUTS = ("query", "negative", "image", "top_k", "labels_text", "image_weight", "negative_weight", "filters", "sort", "pages")
 _SORT = re.compile(r"-?[^\x00-\x1f]{1,200}")
 # Formats every browser shows, served as stored; any other is decoded and sent as PNG.
 WEB_IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp", ".avif": "image/avif"}
@@ -89,11 +119,16 @@ class SearchPage(gr.Blocks):
         return super().launch(*args, app_kwargs=merged, **kwargs)
 
 
-def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchPage:
+def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE, suggester: Suggester | None = None, summarizer: Summarizer | None = None) -> SearchPage:
     """The search page for `engine`: a search tab (query, "… but not", labels, an image, their weights, a metadata
     filter and sort, result tiles, "more results") and an example gallery (the store's prompts per language, each
     with its top results), with the notice (trusted Markdown) its store ships. `?q=…` (and the other inputs, see
     `URL_PARAMS`) opens the page with that search run.
+
+    A store with a text index adds a mode switch (image, caption, keyword, hybrid; hybrid by default) and the hybrid
+    weights. With a `suggester`, completions of what is typed and "try also" follow-ups are offered, only those whose
+    search finds a strong match; under the results, their most representative captions (abstractive too with a
+    `summarizer`) and how they spread over the labels.
 
     Result images load from URLs: a URL store's own, else this server's `/image/...` route, so Gradio neither checks
     nor copies a file per result and serves no folder. Searches from the page, the Gradio API and the JSON API are
@@ -103,6 +138,10 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
     summary = engine.summary()
     batcher = SearchBatcher(engine, config.APP_BATCH_SIZE, config.APP_BATCH_WAIT_MS, config.APP_QUEUE_SIZE)
     sort_choices = [("relevance", "")] + [(f"{c} {arrow}", f"{sign}{c}") for c in summary.columns for arrow, sign in (("↑", ""), ("↓", "-"))]
+    modes = search_modes(engine)
+    has_text = len(modes) > 1
+    default_mode = HYBRID_MODE if has_text else IMAGE_MODE
+    enriched = enriched_labels(engine.store)
 
     async def run(form: SearchRequest, request: gr.Request | None) -> tuple[SearchResult, bool, str]:
         """The search of a checked form: its result, whether an image was part of it, and the page root URL."""
@@ -117,21 +156,21 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
         return result, picture is not None, _page_root(request, demo.root_path)
 
     async def api_search_fn(
-        query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, image_weight: Any = None, negative_weight: Any = None,
-        filters: Any = None, sort: Any = None, pages: Any = None, where_labels: Any = None, request: gr.Request = None,  # type: ignore[assignment]
+        request: gr.Request | None, query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, image_weight: Any = None, negative_weight: Any = None,
+        filters: Any = None, sort: Any = None, pages: Any = None, where_labels: Any = None, mode: Any = None, weights: Any = None,
     ) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:
+        """`/search` and `/search_options`: a gallery of (image URL, caption), the label table and the status line."""
         try:
-            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text, None, image_weight, negative_weight, filters, sort, pages, where_labels=where_labels)
+            form = SearchRequest.from_payload(
+                query, negative, image, top_k, labels_text, None, image_weight, negative_weight, filters, sort, pages,
+                where_labels=where_labels, mode=mode, weights=weights, modes=modes,
+            )
             result, with_image, root = await run(form, request)
         except Busy:
             return [], _table(None), BUSY_MESSAGE
         except ClipSearchError as exc:
             return [], _table(None), f"⚠️ {markdown_escape(str(exc))}"
-        return _gallery(engine, result, root), _table(result), _status(form, with_image, result)
-
-    async def api_search_basic(query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, where_labels: Any = None, request: gr.Request = None) -> tuple[list[tuple[Any, str]], dict[str, Any], str]:  # type: ignore[assignment]
-        """`/search`: the five inputs it always took, and the label filter when classifiers are loaded."""
-        return await api_search_fn(query, negative, image, top_k, labels_text, where_labels=where_labels, request=request)
+        return _gallery(engine, result, root), _table(result), _status(form, with_image, result, _shown_mode(engine, form, has_text))
 
     async def page_search(form: SearchRequest | None, request: gr.Request | None) -> tuple[Any, ...]:
         """Every page output for one search (or for none, when `form` is None)."""
@@ -149,21 +188,27 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
             results_html(tiles),
             previews_html(tiles),
             _table(result),
-            _status(form, with_image, result),
+            _status(form, with_image, result, _shown_mode(engine, form, has_text)),
             gr.Accordion(visible=bool(form.labels)),
             gr.Button(visible=more),
             form,
             form.link(),
             form.pages,
             result_choices(result.hits),
+            result,
+            "",
+            _no_suggestions(),
         )
 
     async def page_submit(
-        query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, image_weight: Any, negative_weight: Any, filters: Any, sort: Any,
-        where_labels: Any = None, request: gr.Request = None,  # type: ignore[assignment]
+        request: gr.Request | None, query: Any, negative: Any, image: Any, top_k: Any, labels_text: Any, image_weight: Any, negative_weight: Any, filters: Any, sort: Any,
+        mode: Any = None, weights: Any = None, where_labels: Any = None, **only: Any,
     ) -> tuple[Any, ...]:
         try:
-            form = SearchRequest.from_payload(query, negative, image, top_k, labels_text, None, image_weight, negative_weight, filters, sort, 1, where_labels=where_labels)
+            form = SearchRequest.from_payload(
+                query, negative, image, top_k, labels_text, _only_conditions(only), image_weight, negative_weight, filters, sort, 1,
+                where_labels=where_labels, mode=mode, weights=weights, modes=modes,
+            )
         except ClipSearchError as exc:
             return _page_message(f"⚠️ {markdown_escape(str(exc))}", None)
         return await page_search(form, request)
@@ -181,21 +226,76 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
         except ClipSearchError as exc:
             return _page_message(f"⚠️ {markdown_escape(str(exc))}", last)
 
+    async def page_mode(last: SearchRequest | None, mode: Any, request: gr.Request) -> tuple[Any, ...]:
+        """The mode switched: the last search again, in that mode."""
+        if last is None:
+            return (gr.skip(),) * len(page_outputs)
+        try:
+            return await page_search(replace(last, mode=_mode(mode, modes)), request)
+        except ClipSearchError as exc:
+            return _page_message(f"⚠️ {markdown_escape(str(exc))}", last)
+
+    async def strong_only(texts: Sequence[str], form: SearchRequest) -> list[str]:
+        """Those of `texts` whose search (in the form's mode, with its filters) finds a strong match, in order."""
+        probes = [replace(form, text=text, negative=None, upload=None, labels=(), sort=None, pages=1, top_k=1).query(None) for text in texts]
+        found = await asyncio.gather(*(batcher.search_async(q, timeout=config.APP_SEARCH_TIMEOUT_S) for q in probes), return_exceptions=True)
+        for outcome in found:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ClipSearchError):
+                raise outcome
+        return [text for text, outcome in zip(texts, found) if has_strong_match(outcome)]
+
+    async def page_complete(query: Any, mode: Any) -> Any:
+        """Completions of what is being typed that find a strong match (none for an empty box)."""
+        text = query if isinstance(query, str) and len(query) <= config.APP_MAX_TEXT_CHARS else ""
+        if suggester is None or not text.strip():
+            return _no_suggestions()
+        from anyio import to_thread
+
+        try:
+            form = SearchRequest.from_payload(text, None, None, 1, None, mode=mode, modes=modes)
+            offered = await strong_only(await to_thread.run_sync(suggester.complete, text, config.APP_COMPLETIONS), form)
+        except ClipSearchError:
+            return _no_suggestions()  # the search itself will say what is wrong
+        return gr.Radio(choices=offered, value=None, visible=bool(offered))
+
+    async def page_extras(last: SearchRequest | None, found: SearchResult | None) -> tuple[Any, ...]:
+        """After a search: the summary of its results, "try also" follow-ups, and the completions put away."""
+        hidden = _no_suggestions()
+        if last is None or found is None or not found.hits:
+            return "", hidden, hidden
+        from anyio import to_thread
+
+        column = None if found.labels else next(iter(enriched), None)
+        said = await to_thread.run_sync(lambda: summarize_result(engine, found, summarizer=summarizer, label_column=column))
+        follow = hidden
+        if suggester is not None and last.text and last.text.strip():
+            try:
+                ideas = await to_thread.run_sync(suggester.try_also, last.text, config.APP_TRY_ALSO + 2)
+                offered = (await strong_only(ideas, last))[: config.APP_TRY_ALSO]
+            except Busy:
+                offered = []
+            follow = gr.Radio(choices=offered, value=None, visible=bool(offered))
+        return summary_html(said, column or ("zero-shot labels" if found.labels else None)), follow, hidden
+
     async def page_load(width: Any, request: gr.Request) -> tuple[Any, ...]:
         """The page opened: inputs filled from the URL (`?q=…`), that search run, the labels collapsed on a phone."""
         params = _url_params(request)
         narrow = isinstance(width, (int, float)) and 0 < width < config.APP_NARROW_WIDTH
+        fields_count = len(page_fields)
         if not params:  # a plain visit: leave whatever the visitor has typed meanwhile as it is
-            return (*(gr.skip(),) * 8, *(gr.skip(),) * PANEL, gr.Accordion(open=not narrow), *(gr.skip(),) * (len(page_outputs) - PANEL - 1))
+            return (*(gr.skip(),) * fields_count, *(gr.skip(),) * PANEL, gr.Accordion(open=not narrow), *(gr.skip(),) * (len(page_outputs) - PANEL - 1))
         fields = (
             params.get("q", ""), params.get("not", ""), params.get("labels", ""), _number_or(params.get("k"), config.DEFAULT_TOP_K),
             _number_or(params.get("iw"), DEFAULT_IMAGE_WEIGHT), _number_or(params.get("nw"), DEFAULT_NEGATIVE_WEIGHT),
-            params.get("where", ""), params.get("sort", ""),
+            params.get("where", ""), params.get("sort", ""), params.get("mode") if params.get("mode") in modes else default_mode, params.get("w") or weights_text(tuple(HYBRID_WEIGHTS.items())),
         )
         if not params.get("q"):
             return (*fields, *(gr.skip(),) * PANEL, gr.Accordion(open=not narrow), *(gr.skip(),) * (len(page_outputs) - PANEL - 1))
         try:
-            form = SearchRequest.from_payload(params["q"], params.get("not"), None, params.get("k", config.DEFAULT_TOP_K), params.get("labels"), None, params.get("iw"), params.get("nw"), params.get("where"), params.get("sort"), params.get("pages"))
+            form = SearchRequest.from_payload(
+                params["q"], params.get("not"), None, params.get("k", config.DEFAULT_TOP_K), params.get("labels"), None, params.get("iw"), params.get("nw"),
+                params.get("where"), params.get("sort"), params.get("pages"), mode=params.get("mode", default_mode), weights=params.get("w"), modes=modes,
+            )
         except ClipSearchError as exc:
             return (*fields, *_page_message(f"⚠️ {markdown_escape(str(exc))}", None))
         outputs = list(await page_search(form, request))
@@ -218,6 +318,8 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
                             autofocus=True,
                             elem_id="query",
                         )
+                        completions = gr.Radio([], value=None, label="Suggestions (click one to search it)", visible=False, elem_id="completions")
+                        mode = gr.Radio(list(modes), value=default_mode, label="Search by", info=MODE_HELP, visible=has_text, elem_id="mode")
                         with gr.Row():
                             negative = gr.Textbox(label="… but not", placeholder="people", max_lines=1, elem_id="negative", min_width=140)
                             labels = gr.Textbox(label="Labels to classify the results", placeholder="cat, dog, car", max_lines=1, elem_id="labels", min_width=140)
@@ -228,11 +330,18 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
                             with gr.Row():
                                 image_weight = gr.Slider(0, 1, value=DEFAULT_IMAGE_WEIGHT, step=0.05, label="Text ↔ image (the image's share when both are given)", elem_id="image-weight", min_width=140)
                                 negative_weight = gr.Slider(0, config.APP_MAX_NEGATIVE_WEIGHT, value=DEFAULT_NEGATIVE_WEIGHT, step=0.05, label="“… but not” strength", elem_id="negative-weight", min_width=140)
+                            weights = gr.Textbox(
+                                label="Hybrid weights (MODE=NUMBER, …; modes not named keep theirs)",
+                                value=weights_text(tuple(HYBRID_WEIGHTS.items())),
+                                max_lines=1,
+                                visible=has_text,
+                                elem_id="weights",
+                            )
                             with gr.Row():
                                 filters = gr.Textbox(
                                     label="Filter (COLUMN OP VALUE; several separated by ;)",
                                     placeholder=f"{summary.columns[0]} == …" if summary.columns else "the store has no metadata columns",
-                                    info=("columns: " + ", ".join(summary.columns)) if summary.columns else None,
+                                    info=_columns_info(summary.columns, enriched),
                                     max_lines=1,
                                     elem_id="where",
                                     interactive=bool(summary.columns),
@@ -240,6 +349,7 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
                                 )
                                 sort = gr.Dropdown(sort_choices, value="", label="Sort results by", elem_id="sort", interactive=bool(summary.columns), min_width=140)
                             label_inputs = label_filter(engine)  # one input with trained classifiers, else none
+                            only_inputs = enriched_filters(enriched)  # one per label column `clip-search enrich` added
                     with gr.Column(scale=1, min_width=220):
                         image = gr.Image(
                             label="… or search by image (optional)",
@@ -258,11 +368,14 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
                 results = gr.HTML("", elem_id="results", padding=False)
                 previews = gr.HTML("", elem_id="previews", padding=False)
                 more = gr.Button("More results", visible=False, elem_id="more")
+                try_also = gr.Radio([], value=None, label="Try also", visible=False, elem_id="try-also")
+                said = gr.HTML("", elem_id="summary", padding=False)
                 with gr.Accordion("Zero-shot labels of the results (probability over the labels you typed)", visible=False, elem_id="labels-panel") as labels_panel:
                     table = gr.Dataframe(value=_table(None), show_label=False, datatype="str", interactive=False, wrap=True, elem_id="label-table")
                 # What the Gradio API's `/search` returns: a gallery of (image, caption), kept off the page.
                 gallery = gr.Gallery(label="Results", visible=False, elem_id="results-api")
                 last = gr.State(None)
+                found = gr.State(None)
                 link = gr.Textbox(visible=False, elem_id="share-link")
                 pages = gr.Number(1, visible=False, precision=0, elem_id="pages")
                 width = gr.Number(0, visible=False, elem_id="viewport-width")
@@ -272,33 +385,48 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
                 gr.Markdown(f"Example searches on this store, with their top results: click one to run it. This store understands {languages_line(summary.languages, summary.multilingual)}.", elem_id="gallery-intro")
                 gr.HTML(_example_gallery(engine, summary.prompts), elem_id="example-gallery", padding=False)
 
-        page_outputs = [results, previews, table, status, labels_panel, more, last, link, pages, to_label]  # PANEL: labels_panel's place
+        # PANEL: labels_panel's place; the summary and "try also" are emptied here and filled by `page_extras` after
+        page_outputs = [results, previews, table, status, labels_panel, more, last, link, pages, to_label, found, said, try_also]
+        page_fields = [query, negative, labels, top_k, image_weight, negative_weight, filters, sort, mode, weights]
         form_inputs = [query, negative, image, top_k, labels, image_weight, negative_weight, filters, sort]
         # Raw payloads (preprocess=False): every value is checked by `SearchRequest.from_payload`, the upload is
         # read by `_read_upload` (only a regular file in Gradio's upload folder, bounded) and decoded by our
         # hardened decoder, so a hostile value is a one-line message rather than an error inside Gradio.
         # Concurrent searches (up to concurrency_limit) wait as coroutines while `SearchBatcher` runs them as one batch.
         # The Gradio API: `/search` takes the five inputs it always took (raw clients send exactly five values);
-        # `/search_options` adds the weights, the filter, the sort and the number of pages.
-        api_trigger.click(
-            api_search_basic, [*form_inputs[:5], *label_inputs], [gallery, table, status], api_name=SEARCH_API, preprocess=False, concurrency_limit=config.APP_SEARCH_CONCURRENCY,
-        )
-        api_trigger.click(
-            api_search_fn, [*form_inputs, pages, *label_inputs], [gallery, table, status], api_name=SEARCH_OPTIONS_API, preprocess=False, concurrency_limit=config.APP_SEARCH_CONCURRENCY,
-        )
+        # `/search_options` adds the weights, the filter, the sort and the number of pages; both add the label filter
+        # and the mode and hybrid weights where the store has them (`API_INPUTS`).
+        optional = [("where_labels", c) for c in label_inputs] + ([("mode", mode), ("weights", weights)] if has_text else [])
+        for api_name, count in ((SEARCH_API, 5), (SEARCH_OPTIONS_API, len(API_INPUTS))):
+            names = [*API_INPUTS[:count], *(name for name, _ in optional)]
+            api_trigger.click(
+                named_inputs(api_search_fn, names), [*form_inputs, pages][:count] + [c for _, c in optional], [gallery, table, status],
+                api_name=api_name, preprocess=False, concurrency_limit=config.APP_SEARCH_CONCURRENCY,
+            )
         share = "(link) => { if (link) { history.replaceState(null, '', link); } return []; }"
-        gr.on(
-            [button.click, query.submit, negative.submit, labels.submit, filters.submit],
-            page_submit, [*form_inputs, *label_inputs], page_outputs, api_visibility="private", preprocess=False, concurrency_limit=config.APP_SEARCH_CONCURRENCY,
-        ).then(None, [link], None, js=share)
-        more.click(page_more, [last], page_outputs, api_visibility="private", concurrency_limit=config.APP_SEARCH_CONCURRENCY).then(None, [link], None, js=share)
-        sort.input(page_sort, [last, sort], page_outputs, api_visibility="private", concurrency_limit=config.APP_SEARCH_CONCURRENCY).then(None, [link], None, js=share)
+        extras = [said, try_also, completions]
+
+        def then_extras(event: Any) -> None:
+            """After a page search: the URL set to its link, then its summary and follow-ups."""
+            event.then(None, [link], None, js=share).then(page_extras, [last, found], extras, **extra_work)
+
+        page_names = [*API_INPUTS[:9], "mode", "weights", *(name for name, _ in optional if name == "where_labels"), *(f"{ONLY}{c}" for c in list(enriched)[: len(only_inputs)])]
+        submit = named_inputs(page_submit, page_names)
+        page_form = [*form_inputs, mode, weights, *label_inputs, *only_inputs]
+        private: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": config.APP_SEARCH_CONCURRENCY}
+        # Completions, summaries and follow-ups share a few workers of their own, so that they never hold a search back.
+        extra_work: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": config.APP_EXTRAS_CONCURRENCY, "concurrency_id": "extras"}
+        then_extras(gr.on([button.click, query.submit, negative.submit, labels.submit, filters.submit, weights.submit], submit, page_form, page_outputs, preprocess=False, **private))
+        then_extras(more.click(page_more, [last], page_outputs, **private))
+        then_extras(sort.input(page_sort, [last, sort], page_outputs, **private))
+        then_extras(mode.input(page_mode, [last, mode], page_outputs, **private))
+        for offered in (completions, try_also):  # a suggestion clicked: it becomes the query, and is searched
+            then_extras(offered.input(lambda picked: picked or gr.skip(), [offered], [query], api_visibility="private").then(submit, page_form, page_outputs, preprocess=False, **private))
+        if suggester is not None:
+            query.input(page_complete, [query, mode], [completions], trigger_mode="always_last", show_progress="hidden", preprocess=False, **extra_work)
         image.change(lambda value: gr.Row(visible=bool(value)), [image], [chip_row], api_visibility="private", preprocess=False)
         clear_image.click(lambda: (None, gr.Row(visible=False)), None, [image, chip_row], api_visibility="private")
-        demo.load(
-            page_load, [width], [query, negative, labels, top_k, image_weight, negative_weight, filters, sort, *page_outputs],
-            js="() => [window.innerWidth]", api_visibility="private",
-        )
+        then_extras(demo.load(page_load, [width], [*page_fields, *page_outputs], js="() => [window.innerWidth]", api_visibility="private"))
     # Beyond APP_QUEUE_SIZE waiting searches, Gradio refuses new ones at once ("Queue is full") instead of queueing.
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(config.APP_ANALYTICS_EVENTS))  # read by the queue made here
     demo.queue(max_size=config.APP_QUEUE_SIZE)
@@ -307,13 +435,71 @@ def build_app(engine: SearchEngine, *, title: str = config.APP_TITLE) -> SearchP
     return demo
 
 
+def named_inputs(handler: Callable[..., Awaitable[Any]], names: Sequence[str]) -> Callable[..., Awaitable[Any]]:
+    """An event handler taking the inputs `names` in order (what Gradio's API shows and clients pass by name), and
+    the request, that calls `handler(request, **inputs)`: one handler serves pages with and without optional inputs."""
+
+    async def handle(*values: Any) -> Any:
+        *inputs, request = values
+        return await handler(request, **dict(zip(names, inputs)))
+
+    parameter = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    handle.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*(inspect.Parameter(name, parameter) for name in names), inspect.Parameter("request", parameter, annotation=gr.Request)]
+    )
+    handle.__annotations__ = {"request": gr.Request}
+    return handle
+
+
+def search_modes(engine: SearchEngine) -> tuple[str, ...]:
+    """The modes a search of `engine`'s store can run in: every mode with a text index, else image alone."""
+    return SEARCH_MODES if engine.store.manifest.text_index is not None else (IMAGE_MODE,)
+
+
+def _shown_mode(engine: SearchEngine, form: SearchRequest, has_text: bool) -> str | None:
+    """The mode a search ran in, for the status line of a store with a text index (None otherwise)."""
+    return engine.search_mode(form.mode, form.text) if has_text else None
+
+
+ONLY = "only_"  # the page's inputs for enriched label columns are named ONLY + column
+
+
+def enriched_filters(enriched: dict[str, tuple[str, ...]]) -> list[gr.Dropdown]:
+    """A choice of label per label column `clip-search enrich` added (the first APP_ENRICHED_FILTERS): "any", or
+    only the results with that label."""
+    return [
+        gr.Dropdown([("any", ""), *((label, label) for label in labels)], value="", label=f"Only results whose {column} is", elem_id=f"only-{column}", min_width=140)
+        for column, labels in list(enriched.items())[: config.APP_ENRICHED_FILTERS]
+    ]
+
+
+def _only_conditions(only: dict[str, Any]) -> list[Any] | None:
+    """The conditions of the page's enriched-label choices ("COLUMN == LABEL" for each one made), checked as any
+    `where` is; a value that is not text is left for `SearchRequest.from_payload` to refuse."""
+    conditions = [value if not isinstance(value, str) else f"{name.removeprefix(ONLY)} == {value}" for name, value in only.items() if value not in (None, "")]
+    return conditions or None
+
+
+def _columns_info(columns: Sequence[str], enriched: dict[str, tuple[str, ...]]) -> str | None:
+    """The filter box's hint: the metadata columns, each label column added by `clip-search enrich` with its labels."""
+    if not columns:
+        return None
+    shown = [f"{c} ({', '.join(enriched[c][:8])}{', …' if len(enriched[c]) > 8 else ''})" if c in enriched else c for c in columns]
+    return "columns: " + ", ".join(shown)
+
+
 PANEL = 4  # where the labels panel is among the page's search outputs
 
 
 def _page_message(message: str, form: SearchRequest | None) -> tuple[Any, ...]:
     """The page's search outputs for a search that gave no result, only `message`."""
     pages = form.pages if form is not None else 1
-    return "", "", _table(None), message, gr.Accordion(visible=False), gr.Button(visible=False), form, "", pages, result_choices(())
+    return "", "", _table(None), message, gr.Accordion(visible=False), gr.Button(visible=False), form, "", pages, result_choices(()), None, "", _no_suggestions()
+
+
+def _no_suggestions() -> Any:
+    """A suggestion list (completions, "try also") emptied and hidden."""
+    return gr.Radio(choices=[], value=None, visible=False)
 
 
 def _example_gallery(engine: SearchEngine, prompts: Sequence[ExamplePrompt]) -> str:
@@ -358,14 +544,18 @@ def load_app(
     dtype: str | None = None,
     text_backend: str = "auto",
     classifiers: tuple[str, ...] = (),
+    suggester: str | None = None,
+    summarizer: str | None = None,
 ) -> tuple[SearchEngine, gr.Blocks]:
     """The engine for `store` (default: `default_store()`) and the page built on it; `classifiers` are trained
-    classifier folders whose labels the tiles show and the page filters by."""
+    classifier folders whose labels the tiles show and the page filters by; `suggester` a folder `train-suggester`
+    wrote (query completions and "try also"); `summarizer` a sequence-to-sequence model (hub id or folder) that adds
+    an abstractive summary under the results."""
     store = store if store is not None else default_store()
     if store is None:
         raise ClipSearchError("no store given: name the folder of a store built by `clip-search precompute`")
     engine = SearchEngine.load(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend, classifiers=classifiers)
-    return engine, build_app(engine)
+    return engine, build_app(engine, suggester=Suggester(suggester) if suggester else None, summarizer=Summarizer(summarizer) if summarizer else None)
 
 
 def launch_app(
@@ -380,9 +570,13 @@ def launch_app(
     port: int = config.APP_PORT,
     share: bool = False,
     classifiers: tuple[str, ...] = (),
+    suggester: str | None = None,
+    summarizer: str | None = None,
 ) -> None:
-    """Load the app for `store` and serve it until interrupted."""
-    engine, demo = load_app(store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend, classifiers=classifiers)
+    """Load the app for `store` (see `load_app`) and serve it until interrupted."""
+    engine, demo = load_app(
+        store, model=model, text_model=text_model, device=device, dtype=dtype, text_backend=text_backend, classifiers=classifiers, suggester=suggester, summarizer=summarizer,
+    )
     log.info("serving %d images from %s on http://%s:%d", engine.summary().count, store or default_store(), host, port)
     try:
         demo.launch(
@@ -418,18 +612,23 @@ class SearchRequest:
     sort: str | None = None  # a metadata column ("-column": descending) the results are ordered by
     pages: int = 1  # how many pages of `top_k` results ("more results")
     where_labels: tuple[str, ...] = ()  # "TASK=LABEL" conditions on the labels of the loaded classifiers
+    mode: str = AUTO_MODE  # image, caption, keyword or hybrid; auto: hybrid for a text query where the store has a text index
+    weights: tuple[tuple[str, float], ...] | None = None  # hybrid search's weight per mode (None: the library's)
 
     @classmethod
     def from_payload(
         cls, query: Any, negative: Any, image: Any, top_k: Any, labels: Any, where: Any = None,
         image_weight: Any = None, negative_weight: Any = None, filters: Any = None, sort: Any = None, pages: Any = None,
-        *, where_labels: Any = None,
+        *, where_labels: Any = None, mode: Any = None, weights: Any = None, modes: Sequence[str] = SEARCH_MODES,
     ) -> SearchRequest:
         """The request for raw endpoint values (the page's, the Gradio API's, the JSON API's or the page URL's); a
         value of the wrong type, size or range is a QueryError saying which. `labels` is text ("red, blue") or a list
         of texts; `where` a list of conditions, `filters` the same as text separated by semicolons (the page's box);
         the weights numbers (or their text) from 0 to 1 (image) and 0 to APP_MAX_NEGATIVE_WEIGHT ("… but not");
-        `sort` a metadata column, "-column" for descending; `pages` 1 to APP_MAX_PAGES; `where_labels` a list of "TASK=LABEL" conditions."""
+        `sort` a metadata column, "-column" for descending; `pages` 1 to APP_MAX_PAGES; `where_labels` a list of "TASK=LABEL" conditions;
+        `mode` one of `modes` (those the store can run: `search_modes`) or "auto"; `weights` hybrid search's weight per
+        mode, 0 to APP_MAX_MODE_WEIGHT each: an object {"image": 2, "caption": 1}, text "image=2,caption=1", or a
+        list of three numbers (image, caption, keyword)."""
         if isinstance(labels, list):
             parsed = list(dict.fromkeys(label for label in (" ".join((_text("labels", item) or "").split()) for item in labels) if label))
         else:
@@ -442,7 +641,7 @@ class SearchRequest:
         return cls(
             _text("query", query), _text("negative", negative), _upload(image), _top_k(top_k), tuple(parsed), conditions,
             _weight("image weight", image_weight, DEFAULT_IMAGE_WEIGHT, 1.0), _weight("negative weight", negative_weight, DEFAULT_NEGATIVE_WEIGHT, config.APP_MAX_NEGATIVE_WEIGHT),
-            _sort(sort), _whole("pages", pages, 1, config.APP_MAX_PAGES), _where(where_labels, "where_labels"),
+            _sort(sort), _whole("pages", pages, 1, config.APP_MAX_PAGES), _where(where_labels, "where_labels"), _mode(mode, modes), _mode_weights(weights),
         )
 
     def query(self, picture: Any) -> Query:
@@ -450,6 +649,7 @@ class SearchRequest:
         return Query(
             text=self.text, image=picture, negative=self.negative, top_k=self.top_k * self.pages, labels=self.labels, where=self.where,
             negative_weight=self.negative_weight, image_weight=self.image_weight, where_labels=self.where_labels,
+            mode=self.mode, weights=None if self.weights is None else dict(self.weights),
         )
 
     def link(self) -> str:
@@ -460,6 +660,7 @@ class SearchRequest:
             iw=self.image_weight if self.image_weight != DEFAULT_IMAGE_WEIGHT else None,
             nw=self.negative_weight if self.negative_weight != DEFAULT_NEGATIVE_WEIGHT else None,
             where="; ".join(self.where), sort=self.sort, pages=self.pages if self.pages > 1 else None,
+            mode=None if self.mode == AUTO_MODE else self.mode, w=None if self.weights is None or dict(self.weights) == HYBRID_WEIGHTS else weights_text(self.weights),
         )
 
 
@@ -485,6 +686,58 @@ def _where(value: Any, name: str = "where") -> tuple[str, ...]:
     if len(value) > config.APP_MAX_CONDITIONS:
         raise QueryError(f"too many conditions ({len(value)}): give at most {config.APP_MAX_CONDITIONS}")
     return tuple(_text("condition", item) or "" for item in value)
+
+
+def _mode(value: Any, modes: Sequence[str]) -> str:
+    """A search mode: one the store can run (`modes`), or "auto"; nothing gives "auto"."""
+    if value is None or value == "":
+        return AUTO_MODE
+    usable = ", ".join((AUTO_MODE, *modes))
+    if not isinstance(value, str):
+        raise QueryError(f"the search mode must be text ({usable}), got {_kind(value)}")
+    if value not in (AUTO_MODE, *SEARCH_MODES):
+        raise QueryError(f"unknown search mode {_shown(value)}: use {usable}")
+    if value != AUTO_MODE and value not in modes:
+        raise QueryError(f"this store has no text index, so no {value} search: search by image, or build one with `clip-search index-text STORE`")
+    return value
+
+
+def _mode_weights(value: Any) -> tuple[tuple[str, float], ...] | None:
+    """Hybrid weights: an object {MODE: NUMBER}, text "MODE=NUMBER,...", or a list of one number per mode (image,
+    caption, keyword); each from 0 to APP_MAX_MODE_WEIGHT, not all zero; modes not named keep the library's."""
+    if value is None or value == "" or value == {}:
+        return None
+    names = tuple(HYBRID_WEIGHTS)
+    limit = config.APP_MAX_MODE_WEIGHT
+    if isinstance(value, list):
+        if len(value) != len(names):
+            raise QueryError(f"weights as a list must hold {len(names)} numbers ({', '.join(names)}), got {len(value)}")
+        value = dict(zip(names, value))
+    if isinstance(value, str):
+        if len(value) > 200:
+            raise QueryError(f"the weights are too long ({len(value):,} characters): write MODE=NUMBER,... for {', '.join(names)}")
+        from clip_search.hybrid import parse_weights
+
+        try:
+            value = parse_weights(value)
+        except ValueError as exc:
+            raise QueryError(str(exc) if str(exc).startswith("weight") else f"weights: {exc}") from None
+    if not isinstance(value, dict):
+        raise QueryError(f"weights must be an object such as {{\"image\": 2, \"caption\": 1}} or text such as \"image=2,caption=1\", got {_kind(value)}")
+    unknown = [str(name) for name in value if name not in names]
+    if unknown:
+        raise QueryError(f"weights: no mode {_clip(', '.join(unknown), 60)!r} to weigh: use {', '.join(names)}")
+    merged = dict(HYBRID_WEIGHTS)
+    for name, number in value.items():
+        merged[name] = _weight(f"hybrid {name} weight", number, HYBRID_WEIGHTS[name], limit)
+    if not any(merged.values()):
+        raise QueryError("weights: at least one must be above zero")
+    return tuple(merged.items())
+
+
+def weights_text(weights: Sequence[tuple[str, float]]) -> str:
+    """Hybrid weights as the text the page's box and URL take: "image=2,caption=1,keyword=0"."""
+    return ",".join(f"{name}={number:g}" for name, number in weights)
 
 
 def _filters(value: Any) -> tuple[str, ...]:
@@ -759,8 +1012,9 @@ async def api_search(engine: SearchEngine, batcher: SearchBatcher, request: Requ
     `query` (text, needed), `negative` (text), `top_k` (1 to APP_MAX_TOP_K, default DEFAULT_TOP_K), `labels` (text
     separated by commas, or a list of texts: the hits are classified on them), `where` (a list of metadata
     conditions), `negative_weight` (0 to APP_MAX_NEGATIVE_WEIGHT), `sort` (a metadata column, "-column" for
-    descending); the same checks as the page's form (`SearchRequest.from_payload`). Images are searched through
-    the page or the Gradio API, not here.
+    descending), `mode` ("image", "caption", "keyword", "hybrid" or "auto"; the text modes need a store with a
+    text index), `weights` (hybrid's weight per mode: {"image": 2, "caption": 1, "keyword": 0}); the same checks as
+    the page's form (`SearchRequest.from_payload`). Images are searched through the page or the Gradio API, not here.
 
     Answers: 200 `{"hits": [{"rank", "id", "score", "band", "relevance", "image", "caption", "labels": [[label,
     probability], ...]}], "labels": [...], "truncated": [...], "timings_ms": {...}}` where `image` is a URL (the
@@ -798,6 +1052,7 @@ async def api_search(engine: SearchEngine, batcher: SearchBatcher, request: Requ
         form = SearchRequest.from_payload(
             payload.get("query"), payload.get("negative"), None, payload.get("top_k", config.DEFAULT_TOP_K), payload.get("labels"), payload.get("where"),
             negative_weight=payload.get("negative_weight"), sort=payload.get("sort"), where_labels=payload.get("where_labels"),
+            mode=payload.get("mode"), weights=payload.get("weights"), modes=search_modes(engine),
         )
         result = await batcher.search_async(form.query(None), timeout=config.APP_SEARCH_TIMEOUT_S)
         if form.sort:
@@ -834,9 +1089,9 @@ def _table(result: SearchResult | None) -> dict[str, Any]:
     return {"headers": [*TABLE_FIXED_HEADERS, *result.label_columns], "data": rows}
 
 
-def _status(form: SearchRequest, with_image: bool, result: SearchResult) -> str:
-    """One Markdown line: what was searched (escaped), how many results, where the time went, a notice when a query
-    part was cut at the text encoder's token limit, and a link to this search."""
+def _status(form: SearchRequest, with_image: bool, result: SearchResult, mode: str | None = None) -> str:
+    """One Markdown line: what was searched (escaped), how many results, in which mode (stores with a text index),
+    where the time went, and a notice when a query part was cut at the text encoder's token limit."""
     what: list[str] = []
     if form.text and form.text.strip():
         what.append(f"“{markdown_escape(_clip(form.text, MAX_ECHO_CHARS))}”")
@@ -847,7 +1102,10 @@ def _status(form: SearchRequest, with_image: bool, result: SearchResult) -> str:
         described += f" but not “{markdown_escape(_clip(form.negative, MAX_ECHO_CHARS))}”"
     timings = " · ".join(f"{name} {ms:.1f} ms" for name, ms in result.timings_ms.items())
     count = len(result.hits)
-    line = f"**{count}** result{'s' if count != 1 else ''} for {described} · {timings}"
+    line = f"**{count}** result{'s' if count != 1 else ''} for {described}"
+    if mode is not None:
+        line += f" · {mode} search"
+    line += f" · {timings}"
     if form.sort:
         line += f" · sorted by {markdown_escape(form.sort.lstrip('-'))} {'↓' if form.sort.startswith('-') else '↑'}"
     if result.truncated:

@@ -45,3 +45,10 @@ def test_bigram_baseline_is_uniform_without_data() -> None:
 def test_cli_refuses_a_store_without_captions(folder_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train-suggester", str(folder_store), "--out", str(tmp_path / "s"), "--steps", "1"]) == 1
     assert "no caption column" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_suggester_is_a_model_load_error(tmp_path: Path) -> None:
+    from clip_search.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="cannot load the suggester .*train-suggester"):
+        Suggester(tmp_path)
