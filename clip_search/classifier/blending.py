@@ -54,14 +54,17 @@ def best_shares(correct: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {name: float(shares[np.flatnonzero(counts == counts.max())].max()) for name, counts in correct.items()}
 
 
-def cross_validated_shares(make_heads: Callable[[], MultiTaskHeads], embeddings: torch.Tensor, targets: Sequence[Targets], split: Split, settings: TrainSettings) -> dict[str, float]:
+def cross_validated_shares(make_heads: Callable[[], MultiTaskHeads], embeddings: torch.Tensor, targets: Sequence[Targets], split: Split, settings: TrainSettings) -> dict[str, float] | None:
     """The trained share per zero-shot head, chosen on `settings.blend_folds` folds of the training and validation
     rows together (stratified as the split is): heads from `make_heads` are trained on each fold's other rows (early
     stopping on the fold) and counted on the fold. Every labelled row outside the test split votes once, so the
-    choice rests on four times as many rows as the validation part alone and varies far less."""
+    choice rests on four times as many rows as the validation part alone and varies far less. None when there are
+    fewer such rows than folds."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     pool = np.sort(np.concatenate([split.train, split.val]))
+    if len(pool) < settings.blend_folds:
+        return None
     folds = None
     for key in strata(targets, pool):
         if key is None:
@@ -71,7 +74,7 @@ def cross_validated_shares(make_heads: Callable[[], MultiTaskHeads], embeddings:
         if folds is not None:
             break
     total: dict[str, np.ndarray] = {}
-    for number, (fit_rows, held_rows) in enumerate(folds or []):
+    for number, (fit_rows, held_rows) in enumerate(folds):
         heads = make_heads()
         start = head_start(heads, [t.task.name for t in targets if not t.task.multilabel])
         fit(heads, embeddings, targets, Split(pool[fit_rows], pool[held_rows], split.test), settings)
