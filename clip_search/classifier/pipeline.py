@@ -127,6 +127,7 @@ def train_classifier(
 
         shares = cross_validated_shares(fold_heads, torch.from_numpy(store.vectors(labelled)), targets, split, settings)  # the tower is the store's
     fitted.zero_shot_blend = blend_with_zero_shot(model, heads, start, inputs, targets, split, settings, shares)
+    fitted.blend_chosen_on = f"{settings.blend_folds} folds of the training and validation rows" if shares is not None else "the validation rows"
 
     test_logits = predict_logits(model, inputs, split.test, settings.batch_size)
     probabilities = {t.name: (torch.sigmoid(test_logits[t.name]) if t.multilabel else torch.softmax(test_logits[t.name], dim=1)).numpy() for t in found}
@@ -182,7 +183,7 @@ def _save(out: Path, model: torch.nn.Module, report: TrainReport, split: Split, 
         **report.evaluation.to_json(),
         "settings": report.settings_json(),
         "trainable": asdict(report.trainable),
-        "history": {"train_loss": report.fit.train_loss, "val_loss": report.fit.val_loss, "best_epoch": report.fit.best_epoch, "stopped_early": report.fit.stopped_early},
+        "history": {"train_loss": report.fit.train_loss, "val_loss": report.fit.val_loss, "best_epoch": report.fit.best_epoch, "stopped_early": report.fit.stopped_early, "zero_shot_blend": report.fit.zero_shot_blend, "blend_chosen_on": report.fit.blend_chosen_on},
         "seconds": round(report.seconds, 2),
     }
     (out / METRICS).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

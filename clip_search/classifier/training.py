@@ -78,6 +78,7 @@ class FitReport:
     best_epoch: int = 0
     stopped_early: bool = False
     zero_shot_blend: dict[str, float] = field(default_factory=dict)  # per task: the trained share kept (1: all trained)
+    blend_chosen_on: str = ""  # which rows chose those shares
 
 
 def stratified_split(targets: Sequence[Targets], settings: TrainSettings) -> Split:
