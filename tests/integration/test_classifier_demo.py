@@ -3,8 +3,6 @@ heads-only training at least matches zero-shot on every task, and learns count, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from clip_search import config
