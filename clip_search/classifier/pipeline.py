@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from clip_search.classifier.blending import blend_with_zero_shot, cross_validated_shares, head_start
 from clip_search.classifier.card import CARD, model_card, validate_card
 from clip_search.classifier.evaluation import Evaluation, evaluate_probabilities, write_plots, zero_shot_labels, zero_shot_probabilities
 from clip_search.classifier.freezing import FreezePlan, TrainableSummary, apply_freeze
 from clip_search.classifier.model import MultiTaskHeads, VisionClassifier
 from clip_search.classifier.repo import CONFIG, METRICS, SPLIT, WEIGHTS, ClassifierConfig, read_images
 from clip_search.classifier.tasks import Targets, TaskSpec, detect_task, encode_targets, label_columns, read_labels_file
-from clip_search.classifier.blending import blend_with_zero_shot, cross_validated_shares, head_start
 from clip_search.classifier.training import FINETUNE, FitReport, Split, TrainSettings, fit, predict_logits, stratified_split
 from clip_search.errors import ClipSearchError
 from clip_search.store import EmbeddingStore, ModelRef, portable_ref
