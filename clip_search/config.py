@@ -201,9 +201,11 @@ CLASSIFIER_PATIENCE = 15  # epochs without a lower validation loss before traini
 CLASSIFIER_VAL_FRACTION = 0.2
 CLASSIFIER_TEST_FRACTION = 0.2
 CLASSIFIER_SEED = 0
-# After training, each head that started as zero-shot keeps the blend of trained and zero-shot weights that
-# classifies the validation rows best (WiSE-FT per head), from these trained shares.
-CLASSIFIER_ZERO_SHOT_BLENDS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+# After training, each head that started as zero-shot keeps the blend of trained and zero-shot weights (WiSE-FT per
+# head) that classifies best, from these trained shares, counted over CLASSIFIER_BLEND_FOLDS folds of the training
+# and validation rows (heads trained on the other folds; when the vision tower trains, on the validation rows alone).
+CLASSIFIER_ZERO_SHOT_BLENDS: tuple[float, ...] = tuple(i / 20 for i in range(21))
+CLASSIFIER_BLEND_FOLDS = 4
 CLASSIFIER_MULTILABEL_THRESHOLD = 0.5  # a multi-label task predicts every label whose probability reaches this
 
 # Text indexes and hybrid search (clip_search.text_index, clip_search.hybrid): a store's text columns get sentence

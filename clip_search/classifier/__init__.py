@@ -1,6 +1,7 @@
 """Classifiers trained on a store's labels: tasks and labels (`tasks`), the networks (`model`), what trains
-(`freezing`), the training loop (`training`), figures and plots (`metrics`, `plots`, `evaluation`), the model-repo
-folder and its card (`repo`, `card`, `publish`), and `train_classifier` (`pipeline`).
+(`freezing`), the training loop (`training`), each head's blend with zero-shot (`blending`), figures and plots
+(`metrics`, `plots`, `evaluation`), the model-repo folder and its card (`repo`, `card`, `publish`), and
+`train_classifier` (`pipeline`).
 
 `Classifier` (loading and predicting) imports no torch; training does, on first use.
 """

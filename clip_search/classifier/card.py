@@ -108,6 +108,7 @@ A stratified split with seed {report.settings.seed} (train / validation / test r
 
 {settings}
 - epochs run: {len(report.fit.train_loss)} (kept epoch {report.fit.best_epoch + 1}{", stopped early on the validation loss" if report.fit.stopped_early else ""})
+- zero-shot blend (WiSE-FT per head, the trained share kept, chosen on {report.fit.blend_chosen_on}): {", ".join(f"{task} {share:g}" for task, share in report.fit.zero_shot_blend.items()) or "none (no head started as zero-shot)"}
 - class imbalance: class-weighted losses (scikit-learn's "balanced" weights from the training rows; for multi-label tasks, a positive weight negatives/positives per label)
 - training time: {report.seconds:.1f} s
 

@@ -35,10 +35,10 @@ class MultiTaskHeads(nn.Module):
     @torch.no_grad()
     def init_zero_shot(self, task: str, label_embeddings: torch.Tensor, logit_scale: float) -> None:
         """Start `task` as zero-shot classification: its direct path the label embeddings × scale, its head at zero."""
-        target = self.direct[task] if task in self.direct else self.heads[task]
-        target.weight.copy_(logit_scale * label_embeddings)
         self.heads[task].weight.zero_()
         self.heads[task].bias.zero_()
+        target = self.direct[task] if task in self.direct else self.heads[task]
+        target.weight.copy_(logit_scale * label_embeddings)
 
 
 class VisionClassifier(nn.Module):

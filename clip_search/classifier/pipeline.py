@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from clip_search.classifier.blending import blend_with_zero_shot, cross_validated_shares, head_start
 from clip_search.classifier.card import CARD, model_card, validate_card
 from clip_search.classifier.evaluation import Evaluation, evaluate_probabilities, write_plots, zero_shot_labels, zero_shot_probabilities
 from clip_search.classifier.freezing import FreezePlan, TrainableSummary, apply_freeze
 from clip_search.classifier.model import MultiTaskHeads, VisionClassifier
 from clip_search.classifier.repo import CONFIG, METRICS, SPLIT, WEIGHTS, ClassifierConfig, read_images
 from clip_search.classifier.tasks import Targets, TaskSpec, detect_task, encode_targets, label_columns, read_labels_file
-from clip_search.classifier.training import FINETUNE, FitReport, Split, TrainSettings, blend_with_zero_shot, fit, head_start, predict_logits, stratified_split
+from clip_search.classifier.training import FINETUNE, FitReport, Split, TrainSettings, fit, predict_logits, stratified_split
 from clip_search.errors import ClipSearchError
 from clip_search.store import EmbeddingStore, ModelRef, portable_ref
 
@@ -90,13 +91,18 @@ def train_classifier(
     targets = [Targets(t.task, t.values[labelled], t.labelled[labelled]) for t in all_targets]
     split = stratified_split(targets, settings)
 
-    torch.manual_seed(settings.seed)
-    heads = MultiTaskHeads(store.dim, found, settings.hidden, settings.dropout)
     label_vectors, logit_scale = zero_shot_labels(store_path, found)
-    if settings.zero_shot_init:
-        for name, vectors in label_vectors.items():
-            heads.init_zero_shot(name, torch.from_numpy(vectors), logit_scale)
-    start = head_start(heads, list(label_vectors) if settings.zero_shot_init else [])
+    initial = label_vectors if settings.zero_shot_init else {}  # the heads that start as zero-shot
+
+    def make_heads() -> MultiTaskHeads:
+        torch.manual_seed(settings.seed)
+        made = MultiTaskHeads(store.dim, found, settings.hidden, settings.dropout)
+        for name, vectors in initial.items():
+            made.init_zero_shot(name, torch.from_numpy(vectors), logit_scale)
+        return made
+
+    heads = make_heads()
+    start = head_start(heads, list(initial))
     clip = None
     if settings.depth == FINETUNE:
         from clip_search.clip_model import ClipEncoder
@@ -112,7 +118,16 @@ def train_classifier(
     if on_plan is not None:
         on_plan(summary)
     fitted = fit(model, inputs, targets, split, settings, progress=progress)
-    fitted.zero_shot_blend = blend_with_zero_shot(model, heads, start, inputs, targets, split, settings)
+    shares = None
+    if start and settings.blend_folds > 1 and not (settings.depth == FINETUNE and plan.changes_backbone):
+        def fold_heads() -> MultiTaskHeads:  # trained as the heads above are: all of them, or the one head:NAME names
+            made = make_heads()
+            apply_freeze(made, plan if plan.head else FreezePlan("none"))
+            return made
+
+        shares = cross_validated_shares(fold_heads, torch.from_numpy(store.vectors(labelled)), targets, split, settings)  # the tower is the store's
+    fitted.zero_shot_blend = blend_with_zero_shot(model, heads, start, inputs, targets, split, settings, shares)
+    fitted.blend_chosen_on = f"{settings.blend_folds} folds of the training and validation rows" if shares is not None else "the validation rows"
 
     test_logits = predict_logits(model, inputs, split.test, settings.batch_size)
     probabilities = {t.name: (torch.sigmoid(test_logits[t.name]) if t.multilabel else torch.softmax(test_logits[t.name], dim=1)).numpy() for t in found}
@@ -168,7 +183,7 @@ def _save(out: Path, model: torch.nn.Module, report: TrainReport, split: Split, 
         **report.evaluation.to_json(),
         "settings": report.settings_json(),
         "trainable": asdict(report.trainable),
-        "history": {"train_loss": report.fit.train_loss, "val_loss": report.fit.val_loss, "best_epoch": report.fit.best_epoch, "stopped_early": report.fit.stopped_early},
+        "history": {"train_loss": report.fit.train_loss, "val_loss": report.fit.val_loss, "best_epoch": report.fit.best_epoch, "stopped_early": report.fit.stopped_early, "zero_shot_blend": report.fit.zero_shot_blend, "blend_chosen_on": report.fit.blend_chosen_on},
         "seconds": round(report.seconds, 2),
     }
     (out / METRICS).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clip_search import config
-from clip_search.classifier.model import MultiTaskHeads, VisionClassifier, task_loss
+from clip_search.classifier.model import VisionClassifier, task_loss
 from clip_search.classifier.tasks import Targets
 from clip_search.errors import ClipSearchError
 from clip_search.layer_decay import layer_decay_groups
@@ -36,6 +36,7 @@ class TrainSettings:
     backbone_lr: float = config.CLASSIFIER_BACKBONE_LR
     layer_lr_decay: float | None = None
     zero_shot_init: bool = True  # single-label heads start as zero-shot classification with the label names
+    blend_folds: int = config.CLASSIFIER_BLEND_FOLDS  # folds that choose each zero-shot head's blend (below 2: validation)
     weight_decay: float = config.CLASSIFIER_WEIGHT_DECAY
     batch_size: int = config.CLASSIFIER_BATCH_SIZE
     max_epochs: int = config.CLASSIFIER_MAX_EPOCHS
@@ -53,8 +54,8 @@ class TrainSettings:
                 raise ClipSearchError(f"{name} must be positive, not {getattr(self, name)}")
         if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
             raise ClipSearchError(f"layer_lr_decay must be in (0, 1], not {self.layer_lr_decay}")
-        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1 or self.hidden < 0:
-            raise ClipSearchError("batch_size, max_epochs and patience must be at least 1, hidden at least 0")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1 or self.hidden < 0 or self.blend_folds < 0:
+            raise ClipSearchError("batch_size, max_epochs and patience must be at least 1, hidden and blend_folds at least 0")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ClipSearchError(f"val_fraction ({self.val_fraction}) and test_fraction ({self.test_fraction}) must be fractions summing to less than 1")
 
@@ -77,6 +78,7 @@ class FitReport:
     best_epoch: int = 0
     stopped_early: bool = False
     zero_shot_blend: dict[str, float] = field(default_factory=dict)  # per task: the trained share kept (1: all trained)
+    blend_chosen_on: str = ""  # which rows chose those shares
 
 
 def stratified_split(targets: Sequence[Targets], settings: TrainSettings) -> Split:
@@ -90,10 +92,8 @@ def stratified_split(targets: Sequence[Targets], settings: TrainSettings) -> Spl
     labelled = np.flatnonzero(np.any([t.labelled for t in targets], axis=0))
     if len(labelled) < 10:
         raise ClipSearchError(f"only {len(labelled)} labelled rows: a classifier needs at least 10 to train, validate and test")
-    keys = [np.array([_stratum(t, row) for row in labelled]) for t in targets]
-    joint = np.array(["/".join(parts) for parts in zip(*keys)])
     held = settings.val_fraction + settings.test_fraction
-    for key in (joint, keys[0], None):
+    for key in strata(targets, labelled):
         if key is not None and (np.unique(key, return_counts=True)[1].min() < 3):
             continue
         try:
@@ -104,6 +104,12 @@ def stratified_split(targets: Sequence[Targets], settings: TrainSettings) -> Spl
             continue
         return Split(np.sort(train), np.sort(val), np.sort(test))
     raise ClipSearchError("cannot split the labelled rows into training, validation and test parts")
+
+
+def strata(targets: Sequence[Targets], rows: np.ndarray) -> tuple[np.ndarray | None, ...]:
+    """The keys to stratify `rows` on, best first: every single-label task's label joined, the first task's, none."""
+    keys = [np.array([_stratum(t, row) for row in rows]) for t in targets]
+    return np.array(["/".join(parts) for parts in zip(*keys)]), keys[0], None
 
 
 def _stratum(targets: Targets, row: int) -> str:
@@ -191,51 +197,6 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: Sequence[Targets], spli
     model.eval()
     log.info("trained %d epochs, kept epoch %d (validation loss %.4f)", len(report.train_loss), report.best_epoch + 1, best)
     return report
-
-
-@torch.no_grad()
-def blend_with_zero_shot(
-    model: nn.Module, heads: MultiTaskHeads, start: dict[str, dict[str, torch.Tensor]], inputs: torch.Tensor, targets: Sequence[Targets], split: Split,
-    settings: TrainSettings,
-) -> dict[str, float]:
-    """For each task that started as zero-shot (`start`: its head and direct weights then), keep the blend of its
-    trained and starting weights that classifies the validation rows best, from all zero-shot to all trained
-    (CLASSIFIER_ZERO_SHOT_BLENDS; ties: the more trained). Logits are linear in a head's weights, so this is WiSE-FT's
-    weight-space ensemble per head; it guards a small labelled set against losing what zero-shot already knew."""
-    chosen: dict[str, float] = {}
-    for target in targets:
-        name = target.task.name
-        if name not in start or target.task.multilabel:
-            continue
-        rows = split.val[target.labelled[split.val]]
-        if not len(rows):
-            continue
-        trained = {k: v.detach().clone() for k, v in _head_weights(heads, name).items()}
-        scores = []
-        for share in config.CLASSIFIER_ZERO_SHOT_BLENDS:
-            for key, weight in _head_weights(heads, name).items():
-                weight.copy_(share * trained[key] + (1 - share) * start[name][key])
-            predicted = predict_logits(model, inputs, rows, settings.batch_size)[name].argmax(dim=1).numpy()
-            scores.append((float(np.mean(predicted == target.values[rows])), share))
-        best = max(scores)
-        share = max(s for acc, s in scores if acc == best[0])
-        for key, weight in _head_weights(heads, name).items():
-            weight.copy_(share * trained[key] + (1 - share) * start[name][key])
-        chosen[name] = share
-        log.info("task %s: kept %.0f%% of the trained head (validation accuracy %.3f)", name, 100 * share, best[0])
-    return chosen
-
-
-def head_start(heads: MultiTaskHeads, tasks: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """A copy of these tasks' head and direct weights, to blend back to after training."""
-    return {name: {k: v.detach().clone() for k, v in _head_weights(heads, name).items()} for name in tasks}
-
-
-def _head_weights(heads: MultiTaskHeads, name: str) -> dict[str, torch.Tensor]:
-    weights = {"head.weight": heads.heads[name].weight, "head.bias": heads.heads[name].bias}
-    if name in heads.direct:
-        weights["direct.weight"] = heads.direct[name].weight
-    return weights
 
 
 def batch_losses(logits: dict[str, torch.Tensor], targets: Sequence[Targets], weights: Sequence[torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:

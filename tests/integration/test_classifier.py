@@ -118,3 +118,12 @@ def test_pushing_offline_fails_in_one_line_naming_the_repo_and_keeps_the_folder(
         push_folder(out, "someone/colours", token="hf_not_a_real_token")
     assert "\n" not in str(caught.value) and str(out) in str(caught.value)
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_frozen_backbone_keeps_the_blend_heads_only_chose(folder_store: Path, trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, labels = trained
+    quick = replace(QUICK, max_epochs=3)
+    heads = train_classifier(folder_store, ["colour:colour"], tmp_path / "heads", settings=quick, labels_file=labels)
+    frozen = train_classifier(folder_store, ["colour:colour"], tmp_path / "frozen", settings=replace(quick, depth="finetune", freeze="backbone"), labels_file=labels)
+    assert set(heads.fit.zero_shot_blend) == {"colour"}  # chosen by cross-validation on the stored embeddings
+    assert frozen.fit.zero_shot_blend == heads.fit.zero_shot_blend

@@ -3,8 +3,6 @@ heads-only training at least matches zero-shot on every task, and learns count, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from clip_search import config
@@ -25,11 +23,6 @@ def test_heads_only_learns_count_and_colour(figures: dict) -> None:
     assert figures["color"].model.accuracy >= figures["color"].zero_shot.accuracy
 
 
-def test_heads_only_shape_stays_near_zero_shot(figures: dict) -> None:
-    shape = figures["shape"]
-    assert shape.model.accuracy >= shape.zero_shot.accuracy - 0.03  # a floor that catches a broken head
-
-
-@pytest.mark.xfail(strict=True, reason="not met by the retrained demo models: shape 0.967 against zero-shot 0.983 on the seed-0 test split (bench/RESULTS.md)")
 def test_heads_only_at_least_matches_zero_shot_on_shape(figures: dict) -> None:
+    # Zero-shot shape is at the embedding's ceiling here: what holds it is the blend chosen by cross-validation.
     assert figures["shape"].model.accuracy >= figures["shape"].zero_shot.accuracy
