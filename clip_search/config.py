@@ -25,6 +25,11 @@ DEFAULT_IMAGE_BACKEND = AUTO_IMAGE_BACKEND
 # (precompute's decoding workers, the app's HTTP threads, other processes) spinning threads take the cores the
 # others need: precompute end to end ran 1.5x faster without (bench/RESULTS.md, "Image-encoder backends").
 ORT_SPIN_THREADS = False
+# Decoding workers run at this niceness: on a machine whose cores the encoder's threads also use, a decoding worker
+# scheduled in the middle of a parallel matrix product stalls every thread of it; at a lower priority it decodes in
+# the gaps, and it still gets any core the encoder leaves idle (bench/RESULTS.md: end to end 0.86 -> 0.92-1.0 of the
+# model-only rate on 2 cores).
+DECODE_WORKER_NICE = 10
 DEFAULT_TEXT_BATCH_SIZE = 64
 DEFAULT_TOP_K = 12
 DEFAULT_SHARD_SIZE = 1024  # rows per resumable shard written during precompute

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.config import AUTO_IMAGE_BACKEND, DEFAULT_BATCH_SIZE, DEFAULT_CAPTION_MODEL, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
+from clip_search.config import AUTO_IMAGE_BACKEND, DECODE_WORKER_NICE, DEFAULT_BATCH_SIZE, DEFAULT_CAPTION_MODEL, DEFAULT_IMAGE_BACKEND, DEFAULT_MODEL, DEFAULT_SHARD_SIZE, KNOWN_STUDENTS, STORE_DTYPE
 from clip_search.decode import decode_image
 from clip_search.errors import SkipItem, StoreError
 from clip_search.pixels import pixel_function
@@ -537,6 +537,8 @@ def _keys(source: Source, known: _Known) -> list[tuple[str, str]] | None:
 
 def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the encoder for cores
+    if hasattr(os, "nice"):  # POSIX; raising one's own niceness needs no privilege
+        os.nice(DECODE_WORKER_NICE)
 
 
 def _finalise(source: Source, out: Path, workdir: Path, clip: ClipEncoder, backend: str, old: EmbeddingStore | None, keys: list[tuple[str, str]] | None, text_model: str | None, prune: bool, examples: StoreExamples | None = None) -> dict[str, int]:

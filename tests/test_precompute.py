@@ -316,3 +316,14 @@ def test_progress_shows_rate_skips_and_where_the_time_goes(photo_dir: Path, tiny
     line = capfd.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert re.search(r"precompute: 100%.*17/17 .*img/s", line), line
     assert re.search(r"skipped=1, stages=wait for decode \d+% · encode \d+% · write \d+%", line), line
+
+
+def test_decoding_workers_yield_the_cores_to_the_encoder() -> None:
+    """A decoding worker lowers its own priority (config.DECODE_WORKER_NICE), so that it decodes in the gaps the
+    encoder's threads leave instead of stalling them (bench/RESULTS.md, precompute's stages)."""
+    from clip_search.config import DECODE_WORKER_NICE
+
+    code = "import os, torch; from clip_search.precompute import _init_worker; b = os.nice(0); _init_worker(0); print(b, os.nice(0), torch.get_num_threads())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    before, after, threads = map(int, done.stdout.split())
+    assert after == min(19, before + DECODE_WORKER_NICE) and threads == 1
