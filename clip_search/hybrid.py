@@ -1,8 +1,9 @@
 """Search by caption, by keyword, or hybrid: a query's image, caption and keyword scores fused into one ranking.
 
 Hybrid search splits the query first: the image encoder gets it without the words that only the text index can
-explain (`TextSearch.visual_text`: words some indexed text holds and no image of the store matches better than the
-empty text does, such as a collection or place name; the caption and keyword modes get the whole query). Then it takes
+explain (`TextSearch.visual_text`: words some indexed text holds and no sampled image of the store matches above
+its relevance floor, `relevance.null_floor`, such as a collection or place name; the caption and keyword modes get
+the whole query). Then it takes
 the best candidates of each mode (the image index's top rows, the caption vectors' and the BM25 index's best rows,
 all among the rows a filter allows), scores every candidate in every mode, and fuses them. Each mode's score is
 calibrated first, as `clip_search.relevance` calibrates image scores: a z-score over the store (a sample of rows;
@@ -116,7 +117,7 @@ class TextSearch:
     image_search: Callable[[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]  # the image index's search
     image_sample: np.ndarray  # the relevance sample: image vectors each query's image scores are calibrated against
     encode_image_texts: Callable[[list[str]], np.ndarray]  # texts -> vectors in the image space (the CLIP text side)
-    image_floor: float | None  # the relevance floor: the best score the empty text reaches on the sample
+    image_floor: float | None  # the store's relevance floor (`relevance.null_floor`: a margin over the empty text's best score)
     _shown: dict[str, bool] = field(default_factory=dict, repr=False)  # word -> does some image of the store match it
 
     @cached_property
@@ -131,7 +132,7 @@ class TextSearch:
 
     def visual_text(self, text: str) -> str:
         """`text` as the image half of hybrid search sees it: without the words that the store's text index holds and
-        that no sampled image matches better than the empty text does (the relevance floor), such as a collection or
+        that no sampled image matches above the store's relevance floor (`relevance.null_floor`), such as a collection or
         place name only the captions give; "" when no word is left. Unchanged without a positive floor."""
         if self.image_floor is None or self.image_floor <= 0:
             return text
