@@ -361,15 +361,18 @@ class SearchEngine:
             parts = ([self.encode_text(words)] if words else []) + ([image_vector] if image_vector is not None else [])
             return combine_query(parts, negatives, negative_weight=negative_weight, weights=_part_weights(bool(words), image is not None, image_weight)) if parts else None
 
-        query = combined(text if has_text else None)
         resolved = self.search_mode(mode, text)
-        if resolved != IMAGE_MODE:
+        if resolved != IMAGE_MODE:  # search_mode made sure there is query text
             mode_weights = self._mode_weights(weights)
-            image_query = query
-            if resolved == HYBRID_MODE and has_text and (mode_weights[CAPTION_MODE] or mode_weights[KEYWORD_MODE]):
-                visual = self.text_search.visual_text(" ".join(text.split()))  # the image half sees only what images can show
-                image_query = query if visual == " ".join(text.split()) else combined(visual)
-            return self._text_mode_result(resolved, text or "", query, image_query, top_k, allowed, mode_weights, t0, labels, templates, top_labels, min_score, open_set)
+            text = text or ""
+            cleaned = " ".join(text.split())
+            visual = cleaned
+            if resolved == HYBRID_MODE and (mode_weights[CAPTION_MODE] or mode_weights[KEYWORD_MODE]):
+                visual = self.text_search.visual_text(cleaned)  # the image half sees only what images can show
+            image_query = combined(text if visual == cleaned else visual or None)
+            query = image_query if image_query is not None else combined(text)  # the whole text only when nothing is left
+            return self._text_mode_result(resolved, text, query, image_query, top_k, allowed, mode_weights, t0, labels, templates, top_labels, min_score, open_set)
+        query = combined(text if has_text else None)
         t1 = time.perf_counter()
         found, found_scores = self.index.search(query[None, :], top_k, allowed)
         keep = found[0] >= 0
