@@ -150,7 +150,6 @@ class Suggester:
         texts = [" ".join(self.tokenizer.decode(seq[1:], skip_special_tokens=True).split()) for seq in out]
         return list(dict.fromkeys(t for t in texts if t))[:count]
 
-
     def try_also(self, query: str, count: int = 3) -> list[str]:
         """Follow-ups of a query: completions of its first words that differ from it."""
         words = query.split()
