@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from clip_search.clip_model import ClipEncoder
-from clip_search.demo.scenes import Query, generate_scenes, truth_matrix
-from clip_search.demo.train import TrainConfig, contrastive_loss, elsewhere_margin_loss, train_demo_clip, training_query
+from clip_search.demo.scenes import Query, generate_scenes, render, truth_matrix
+from clip_search.demo.train import TrainConfig, contrastive_loss, elsewhere_margin_loss, train_demo_clip, training_pixels, training_query
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(
@@ -72,6 +72,16 @@ def test_training_captions_follow_the_curriculum_and_are_true_of_their_scene() -
     for queries in phases.values():
         assert truth_matrix(queries, scenes).diagonal().all()
     assert Query() not in phases[25]
+
+
+def test_training_pixels_are_rendered_on_every_core_exactly_as_search_time_preprocessing_makes_them() -> None:
+    from transformers import CLIPProcessor
+
+    processor = CLIPProcessor.from_pretrained(str(REPO / "models" / "demo-clip"))
+    scenes = generate_scenes(7, seed=11)
+    pixels = training_pixels(processor, scenes, 64, chunk=3)  # three chunks: a process pool on a machine of several cores
+    reference = processor(images=[render(s, 64) for s in scenes], return_tensors="pt")["pixel_values"].to(torch.float16)
+    assert pixels.dtype == torch.float16 and torch.equal(pixels, reference)
 
 
 def test_short_training_run_lowers_the_loss_and_saves_a_loadable_clip(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from clip_search.demo.captions import LANGUAGES, label_names, label_prompts, lab
 from clip_search.demo.scenes import EVAL_SEED, Query, Scene, generate_scenes, render, truth_matrix
 from clip_search.engine import SearchEngine
 from clip_search.precompute import precompute
-from clip_search.relevance import STRONG
+from clip_search.relevance import STRONG, RelevanceScale
 from clip_search.search import top_k
 
 log = logging.getLogger(__name__)
@@ -127,12 +127,12 @@ def precision_at(matrix: np.ndarray, query_vectors: np.ndarray, relevant: np.nda
     return {k: float(hits[:, :k].mean()) for k in ks}
 
 
-def relevance_precision_recall(engine: SearchEngine, matrix: np.ndarray, query_vectors: np.ndarray, relevant: np.ndarray, depth: int = RELEVANCE_DEPTH) -> dict[str, float]:
+def relevance_precision_recall(scale: RelevanceScale, matrix: np.ndarray, query_vectors: np.ndarray, relevant: np.ndarray, depth: int = RELEVANCE_DEPTH) -> dict[str, float]:
     """Precision and recall of the strong band at telling matching results from the others in each query's top
     `depth`, pooled over queries (`relevant` is queries×gallery booleans); and the ceiling: the precision (equal to
     the recall) of cutting each query's ranking at its true number of matches, what a perfect cut would reach."""
     rows = [top_k(matrix, q, depth) for q in query_vectors]
-    assessments = engine.relevance_scale.assess_many(query_vectors, [scores for _, scores in rows])
+    assessments = scale.assess_many(query_vectors, [scores for _, scores in rows])
     strong = np.concatenate([np.array(a.bands) == STRONG for a in assessments])
     matching = np.concatenate([relevant[i, found] for i, (found, _) in enumerate(rows)])
     cut = np.concatenate([np.arange(len(found)) < relevant[i, found].sum() for i, (found, _) in enumerate(rows)])
@@ -170,9 +170,15 @@ def probe_accuracy(matrix: np.ndarray, gallery: Sequence[Scene], kind: str, fold
     return round(float(cross_val_score(LogisticRegression(max_iter=2000), matrix, truth, cv=folds).mean()), 4)
 
 
-def _write_gallery(scenes: Sequence[Scene], folder: Path, size: int) -> None:
-    for i, scene in enumerate(scenes):
-        render(scene, size).save(folder / f"scene-{i:05d}.png")
+def gallery_engine(gallery: Sequence[Scene], folder: Path, model: str | Path, text_model: str | Path | None, *, image_size: int = 64, device: str | None = None, backend: str = TORCH_BACKEND) -> SearchEngine:
+    """The gallery's scenes written as PNG files under `folder`, embedded by `precompute` into a store there, and
+    opened: the real pipeline, so a bug anywhere in it shows as a lower figure. Rows are in scene order."""
+    images, store_dir = folder / "images", folder / "store"
+    images.mkdir()
+    for i, scene in enumerate(gallery):
+        render(scene, image_size).save(images / f"scene-{i:05d}.png")  # zero-padded: sorted file order is scene order
+    precompute(str(images), store_dir, model=str(model), text_model=str(text_model) if text_model else None, batch_size=128, num_workers=0, device=device, progress=False, backend=backend)
+    return SearchEngine.load(store_dir, device=device)
 
 
 def evaluate(
@@ -190,13 +196,8 @@ def evaluate(
     torch fp32 unless `backend` says otherwise (bench/backends.py compares each backend's figures to it)."""
     gallery = generate_scenes(scenes, seed)
     with tempfile.TemporaryDirectory(prefix="clip-search-eval-") as tmp:
-        images, store_dir = Path(tmp) / "images", Path(tmp) / "store"
-        images.mkdir()
-        _write_gallery(gallery, images, image_size)
-        precompute(str(images), store_dir, model=str(model), text_model=str(text_model) if text_model else None, batch_size=128, num_workers=0, device=device, progress=False, backend=backend)
-        engine = SearchEngine.load(store_dir, device=device)
+        engine = gallery_engine(gallery, Path(tmp), model, text_model, image_size=image_size, device=device, backend=backend)
         matrix = engine.store.vectors(range(len(engine.store)))
-        # Rows are in sorted file order, which is scene order (zero-padded names).
         queries = eval_queries(gallery)
         relevant = truth_matrix(queries, gallery)
         encoders = {CLIP_ENGLISH: ("en", engine.clip)}
@@ -211,7 +212,7 @@ def evaluate(
             for k, value in precision_at(matrix, vectors, relevant).items():
                 precision[str(k)][name] = round(value, 4)
             if encoder is engine.text_encoder:  # the relevance signal of the queries a user's search sends
-                relevance[lang] = relevance_precision_recall(engine, matrix, vectors, relevant)
+                relevance[lang] = relevance_precision_recall(engine.relevance_scale, matrix, vectors, relevant)
                 out_of_world[lang] = out_of_world_share(engine, encoder.encode_texts(list(OUT_OF_WORLD_QUERIES[lang])))
         by_language = {
             lang: {kind: dictionary_label_accuracy(engine, matrix, gallery, kind, lang) for kind in ("shape", "color")}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -353,3 +353,9 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
     for p in placements:
         _draw(draw, p, canvas)
     return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def render_pixels(scenes: Sequence[Scene], size: int, pixels: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """The scenes rendered and turned into model inputs by `pixels` (one image -> 3×H×W), as float16: what training
+    keeps in memory. A module-level function, so a process pool can run it on every core."""
+    return np.stack([pixels(render(scene, size)) for scene in scenes]).astype(np.float16)

@@ -1,7 +1,7 @@
 """Train the demo world's small CLIP from scratch on generated scenes, on a CPU, in minutes.
 
 A `transformers` CLIPModel with its own BPE tokenizer (trained on the English captions) learns with CLIP's
-symmetric contrastive loss on (rendered scene, English caption) pairs. Two choices make it learn in minutes:
+symmetric contrastive loss on (rendered scene, English caption) pairs. Three choices make it learn in minutes:
 
 - Exact positives. Captions are drawn afresh every step and often name only some attributes ("a star"), so a
   caption can be true of several images in a batch. The scenes' attributes say exactly which, so the loss's
@@ -10,6 +10,9 @@ symmetric contrastive loss on (rendered scene, English caption) pairs. Two choic
 - A curriculum. Colour is learned within a couple of hundred steps and, trained together from the start, it
   crowds out shape, which then stays at chance. Captions therefore name shape alone first, then shape, count
   and size, and only then anything (`TrainConfig.shape_steps`, `structure_steps`, `training_query`).
+- Many scenes, each seen few times. With 24k scenes seen 15 times each, the model told the shapes of its training
+  scenes apart (0.983) far better than those of new ones (0.951); 72k seen 5 times gave 0.987 and 0.972 in the same
+  time. The default 120k are seen about 3 times; rendering them on every core (`training_pixels`) takes ~2 minutes.
 
 A second, short stage (`teach_elsewhere`) then teaches what matches nothing: each batch also holds sentences about
 things no scene contains ("an elephant in a garden", `clip_search.demo.elsewhere`) as texts with no true image,
@@ -25,10 +28,14 @@ Everything is seeded: the same config gives the same model on the same machine a
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import math
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,8 +46,9 @@ from tqdm.auto import tqdm
 from clip_search.config import RELEVANCE_NULL_TEXT
 from clip_search.demo.captions import TEMPLATE_COUNT, caption, full_caption, query_text, random_query
 from clip_search.demo.elsewhere import elsewhere_sentences
-from clip_search.demo.scenes import TRAIN_SEED, Query, Scene, generate_scenes, render, truth_matrix
+from clip_search.demo.scenes import TRAIN_SEED, Query, Scene, generate_scenes, render_pixels, truth_matrix
 from clip_search.device import resolve_device
+from clip_search.pixels import pixel_function
 from clip_search.scratch import new_clip, save_clip, train_clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -50,7 +58,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Sizes and schedule of the demo CLIP; the defaults train in about 13 minutes on two CPU cores (the bar is 15)."""
 
-    scenes: int = 24_000
+    scenes: int = 120_000  # each seen about 3 times (see the module's docstring)
     image_size: int = 64
     patch_size: int = 8
     hidden_size: int = 64
@@ -98,13 +106,18 @@ class TrainReport:
         }
 
 
-def _pixels(processor, scenes, image_size: int, chunk: int = 512) -> torch.Tensor:
-    """All scenes rendered and preprocessed exactly as the processor does at search time, kept as float16."""
-    out = []
-    for i in range(0, len(scenes), chunk):
-        images = [render(s, image_size) for s in scenes[i : i + chunk]]
-        out.append(processor(images=images, return_tensors="pt")["pixel_values"].to(torch.float16))
-    return torch.cat(out)
+def training_pixels(processor, scenes: list[Scene], image_size: int, chunk: int = 1000) -> torch.Tensor:
+    """All scenes rendered and preprocessed as search-time decoding does (`pixel_function`), as float16, rendered on
+    every core: at 120k scenes rendering is a fifth of training's time on one core."""
+    pixels = pixel_function(processor.image_processor)
+    chunks = [scenes[i : i + chunk] for i in range(0, len(scenes), chunk)]
+    out = torch.empty((len(scenes), 3, image_size, image_size), dtype=torch.float16)
+    workers = min(os.cpu_count() or 1, len(chunks))
+    with contextlib.ExitStack() as stack:  # a process pool (the platform's start method, as precompute's decoders) on several cores
+        mapper = stack.enter_context(ProcessPoolExecutor(workers)).map if workers > 1 else map
+        for i, array in enumerate(mapper(render_pixels, chunks, itertools.repeat(image_size), itertools.repeat(pixels))):
+            out[i * chunk : i * chunk + len(array)] = torch.from_numpy(array)
+    return out
 
 
 # Which attributes a caption may name in each phase of the curriculum; single-attribute captions' weights after it.
@@ -257,7 +270,7 @@ def train_demo_clip(out: str | Path, config: TrainConfig = TrainConfig(), *, dev
     )
     log.info("rendering %d training scenes", len(scenes))
     dev = resolve_device(device)
-    pixels = _pixels(processor, scenes, config.image_size).to(dev)
+    pixels = training_pixels(processor, scenes, config.image_size).to(dev)
     model.to(dev)
 
     world = _Stage("train-demo", config.steps, config.lr, config.warmup_steps, curriculum_step=0)

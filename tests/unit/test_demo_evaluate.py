@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ def test_the_relevance_ceiling_is_the_share_of_matches_ranked_above_the_others_c
     relevant[0, order[0, :10]] = True  # ranked first: a cut at 10 is perfect
     relevant[1, order[1, [0, 1, 2, 3, 20]]] = True  # 4 of the 5 matches in the top 5
     relevant[2, order[2, 60:65]] = True  # below the top 50: none to find there
-    figures = relevance_precision_recall(SimpleNamespace(relevance_scale=RelevanceScale(matrix)), matrix, queries, relevant, depth=50)
+    figures = relevance_precision_recall(RelevanceScale(matrix), matrix, queries, relevant, depth=50)
     assert figures["ceiling"] == pytest.approx(round(14 / 15, 4))
     assert set(figures) == {"precision", "recall", "ceiling"}
 
