@@ -1,8 +1,10 @@
-"""The relevance signal's strong cutoff, chosen on the calibration scenes: for each cutoff, the strong band's precision
-and recall at telling matching results in each query's top 50, per language, and the smaller of the two over every
-language. `clip-search eval` then reports the chosen cutoff (config.RELEVANCE_STRONG) on other, held-out scenes.
+"""The relevance signal's cutoffs, chosen on the calibration scenes. For each strong cutoff: the strong band's
+precision and recall at telling matching results in each query's top 50, per language, and the smaller of the two
+over every language. For each margin of the store's floor: that smaller figure again, the share of out-of-world
+queries with no strong match, and how far above the empty text's best score the queries' best hits reach.
+`clip-search eval` then reports the chosen ones (config.RELEVANCE_STRONG, RELEVANCE_FLOOR_MARGIN) on held-out scenes.
 
-Usage: python bench/relevance_cutoffs.py [--cutoffs 0.75,0.77,...] [--scenes 2000] [--seed CALIBRATION_SEED]
+Usage: python bench/relevance_cutoffs.py [--cutoffs 0.75,0.77,...] [--margins 1.0,1.05,...] [--scenes 2000] [--seed N]
 """
 
 from __future__ import annotations
@@ -16,15 +18,23 @@ import numpy as np
 
 from clip_search import config
 from clip_search.demo.captions import LANGUAGES, query_text
-from clip_search.demo.evaluate import DEFAULT_EVAL_SCENES, eval_queries, gallery_engine, relevance_precision_recall
+from clip_search.demo.evaluate import DEFAULT_EVAL_SCENES, OUT_OF_WORLD_QUERIES, eval_queries, gallery_engine, out_of_world_share, relevance_precision_recall
 from clip_search.demo.scenes import CALIBRATION_SEED, generate_scenes, truth_matrix
+from clip_search.search import top_k
 
 DEFAULT_CUTOFFS = ",".join(f"{c:.2f}" for c in np.arange(0.75, 0.915, 0.01))
+DEFAULT_MARGINS = "1.0,1.05,1.1,1.15,1.2,1.25,1.3"
+
+
+def _worst(figures) -> float:
+    """The smaller of precision and recall, over every language's figures."""
+    return min(min(f["precision"], f["recall"]) for f in figures)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cutoffs", default=DEFAULT_CUTOFFS, help="strong cutoffs to try, comma-separated")
+    parser.add_argument("--margins", default=DEFAULT_MARGINS, help="floor margins to try, comma-separated")
     parser.add_argument("--scenes", type=int, default=DEFAULT_EVAL_SCENES)
     parser.add_argument("--seed", type=int, default=CALIBRATION_SEED)
     args = parser.parse_args()
@@ -43,8 +53,21 @@ def main() -> None:
             scale = replace(engine.relevance_scale, strong=cutoff)
             figures = {lang: relevance_precision_recall(scale, matrix, vectors[lang], relevant) for lang in LANGUAGES}
             cells = " | ".join(f"{f['precision']:.3f} / {f['recall']:.3f}" for f in figures.values())
-            worst = min(min(f["precision"], f["recall"]) for f in figures.values())
+            worst = _worst(figures.values())
             print(f"| {cutoff:.2f} | {cells} | {worst:.3f} |")
+        base = engine.relevance_scale
+        bare = base.floor / config.RELEVANCE_FLOOR_MARGIN  # the empty text's best score over the sample
+        best_in = min(float(top_k(matrix, q, 1)[1][0]) for lang in LANGUAGES for q in vectors[lang])
+        outside = {lang: engine.text_encoder.encode_texts(list(OUT_OF_WORLD_QUERIES[lang])) for lang in LANGUAGES}
+        best_out = max(float(top_k(matrix, q, 1)[1][0]) for lang in LANGUAGES for q in outside[lang])
+        print(f"\nthe empty text's best score {bare:.3f}; in-world queries' best hits at least {best_in / bare:.2f} x it, out-of-world ones at most {best_out / bare:.2f} x")
+        print("| floor margin | min P / R over all | out-of-world with no strong match, lowest language |")
+        print("| --- | --- | --- |")
+        for margin in (float(m) for m in args.margins.split(",")):
+            scale = replace(base, floor=bare * margin)
+            worst = _worst([relevance_precision_recall(scale, matrix, vectors[lang], relevant) for lang in LANGUAGES])
+            none_strong = min(out_of_world_share(scale, matrix, outside[lang]) for lang in LANGUAGES)
+            print(f"| {margin:.2f} | {worst:.3f} | {none_strong:.3f} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 captions, then the share of its completions of 24 typed prefixes (3 each) and of its "try also" follow-ups of 5
 queries (3 each) whose best result is a strong match (`suggest.strong_share`, the check the app filters them by).
 
-Usage: python bench/suggest_share.py [--steps 300] [--out DIR]
+Usage: python bench/suggest_share.py [--steps N (default: SuggesterConfig's)] [--out DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PER_TEXT = 3
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="suggester training steps")
+    parser.add_argument("--steps", type=int, default=SuggesterConfig.steps, help="suggester training steps")
     parser.add_argument("--out", default=None, help="where the suggester goes (default: a temporary folder)")
     args = parser.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="suggest-share-")

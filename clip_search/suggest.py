@@ -97,7 +97,10 @@ def train_suggester(store_path: str | Path, out: str | Path, config: SuggesterCo
     for _ in range(config.steps):
         batch = [train_ids[rng.randrange(len(train_ids))] for _ in range(config.batch_size)]
         inputs, labels = _padded(batch, tokenizer.eos_token_id)
-        loss = model(input_ids=inputs, labels=labels, attention_mask=(labels != -100) | (inputs != tokenizer.eos_token_id)).loss
+        # Each sequence at a random offset: with captions of one template, a model that may rely on absolute positions
+        # continues a prefix that leaves out a word ("two green") with the words of the wrong slot ("circles at on").
+        shift = torch.tensor([rng.randrange(config.max_tokens - inputs.shape[1] + 1) for _ in batch])
+        loss = model(input_ids=inputs, labels=labels, attention_mask=(labels != -100) | (inputs != tokenizer.eos_token_id), position_ids=shift[:, None] + torch.arange(inputs.shape[1])).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

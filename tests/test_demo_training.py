@@ -122,29 +122,28 @@ def test_eval_json_on_the_shipped_demo_models(eval_figures: dict) -> None:
     p10 = figures["precision_at"]["10"]
     assert set(p10) == {"en", "en-student", "de", "fr", "es", "ru", "zh"}
     # The bars of PRODUCT.md section 4, on the same 2000 held-out scenes the README reports
-    # (measured: en 0.962, others 0.99-1.01 x en, shape 0.956, colour 0.979).
+    # (measured 2026-12-02: en 0.981, others 0.995-1.009 x en, shape 0.966, colour 0.996).
     assert p10["en"] >= 0.9
     assert all(p10[lang] >= 0.95 * p10["en"] for lang in p10)
     assert figures["zero_shot_accuracy"]["shape"] >= 0.95
     assert figures["zero_shot_accuracy"]["color"] >= 0.95
     languages = {"en", "de", "fr", "es", "ru", "zh"}
     assert set(figures["zero_shot_by_language"]) == set(figures["relevance"]) == set(figures["out_of_world"]) == languages
-    # Dictionary-form labels ("rot", "grün", …) in every language: colour meets the bar (German was 0.25 with English
-    # templates); shape is held at what the demo CLIP reaches (0.946-0.952) until the bars below are met.
-    assert all(figures["zero_shot_by_language"][lang]["color"] >= 0.95 for lang in languages)
-    assert all(figures["zero_shot_by_language"][lang]["shape"] >= 0.94 for lang in languages)
-    assert all(min(figures["relevance"][lang].values()) >= 0.85 for lang in languages)
-    # What caps the two bars below (measured: 0.913-0.926 and shape 0.952, colour 0.989): a perfect cut of each
-    # query's ranking, and a linear probe trained on the true labels.
-    assert all(figures["relevance"][lang]["ceiling"] >= 0.9 for lang in languages)
-    assert figures["zero_shot_ceiling"]["shape"] >= 0.94 and figures["zero_shot_ceiling"]["color"] >= 0.98
+    # The relevance signal's reference points (measured: a perfect cut of each query's ranking 0.938-0.953; a linear
+    # probe trained on the true labels, shape 0.968, colour 0.994): the bars below sit under them.
+    assert all(figures["relevance"][lang]["ceiling"] >= 0.92 for lang in languages)
+    assert figures["zero_shot_ceiling"]["shape"] >= 0.95 and figures["zero_shot_ceiling"]["color"] >= 0.98
+
+
+def test_eval_bars_of_labels_and_relevance_in_every_language(eval_figures: dict) -> None:
+    languages = ("en", "de", "fr", "es", "ru", "zh")
+    # Dictionary-form labels ("rot", "Stern") in every language (measured: shape 0.954-0.968, colour 0.984-0.995;
+    # German colour was 0.25 with English templates, shape 0.945-0.951 before the demo CLIP trained on 120k scenes).
+    assert all(eval_figures["zero_shot_by_language"][lang]["shape"] >= 0.95 for lang in languages)
+    assert all(eval_figures["zero_shot_by_language"][lang]["color"] >= 0.95 for lang in languages)
+    # The strong band tells matching from non-matching results in the top 50 (measured: precision 0.922-0.943,
+    # recall 0.919-0.946; recall 0.866-0.895 before the retrain).
+    assert all(eval_figures["relevance"][lang]["precision"] >= 0.9 and eval_figures["relevance"][lang]["recall"] >= 0.9 for lang in languages)
     # Queries about things no scene contains come back with no strong match in every language (0.000 before the models
     # learned what matches nothing, README "The demo world"; English 0.917 before the floor's margin).
-    assert all(figures["out_of_world"][lang] >= 0.95 for lang in languages)
-
-
-@pytest.mark.xfail(strict=True, reason="not met by the demo models (README, 'The demo world'): shape with dictionary words stays at 0.945-0.951, at the 0.952-0.955 a probe trained on labelled scenes reaches; relevance recall 0.87-0.90, against 0.913-0.926 for a cut that knows each query's number of matches")
-def test_eval_bars_the_demo_models_do_not_meet(eval_figures: dict) -> None:
-    languages = ("en", "de", "fr", "es", "ru", "zh")
-    assert all(figures["shape"] >= 0.95 for figures in eval_figures["zero_shot_by_language"].values())
-    assert all(eval_figures["relevance"][lang]["precision"] >= 0.9 and eval_figures["relevance"][lang]["recall"] >= 0.9 for lang in languages)
+    assert all(eval_figures["out_of_world"][lang] >= 0.95 for lang in languages)

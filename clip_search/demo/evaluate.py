@@ -144,11 +144,10 @@ def relevance_precision_recall(scale: RelevanceScale, matrix: np.ndarray, query_
     }
 
 
-def out_of_world_share(engine: SearchEngine, query_vectors: np.ndarray, top: int = OUT_OF_WORLD_TOP_K) -> float:
+def out_of_world_share(scale: RelevanceScale, matrix: np.ndarray, query_vectors: np.ndarray, top: int = OUT_OF_WORLD_TOP_K) -> float:
     """Share of queries whose top `top` results hold no strong match."""
-    matrix = engine.store.vectors(range(len(engine.store)))
     scores = [top_k(matrix, q, top)[1] for q in query_vectors]
-    return round(float(np.mean([not a.any_strong for a in engine.relevance_scale.assess_many(query_vectors, scores)])), 4)
+    return round(float(np.mean([not a.any_strong for a in scale.assess_many(query_vectors, scores)])), 4)
 
 
 def dictionary_label_accuracy(engine: SearchEngine, matrix: np.ndarray, gallery: Sequence[Scene], kind: str, lang: str) -> float:
@@ -213,7 +212,7 @@ def evaluate(
                 precision[str(k)][name] = round(value, 4)
             if encoder is engine.text_encoder:  # the relevance signal of the queries a user's search sends
                 relevance[lang] = relevance_precision_recall(engine.relevance_scale, matrix, vectors, relevant)
-                out_of_world[lang] = out_of_world_share(engine, encoder.encode_texts(list(OUT_OF_WORLD_QUERIES[lang])))
+                out_of_world[lang] = out_of_world_share(engine.relevance_scale, matrix, encoder.encode_texts(list(OUT_OF_WORLD_QUERIES[lang])))
         by_language = {
             lang: {kind: dictionary_label_accuracy(engine, matrix, gallery, kind, lang) for kind in ("shape", "color")}
             for lang in (languages if engine.multilingual else ("en",))

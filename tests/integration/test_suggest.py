@@ -10,7 +10,8 @@ import pytest
 from clip_search.cli import main
 from clip_search.config import DEMO_STORE
 from clip_search.engine import SearchEngine
-from clip_search.suggest import Suggester, SuggesterConfig, bigram_perplexity, strong_share, train_suggester
+from clip_search.store import EmbeddingStore
+from clip_search.suggest import Suggester, SuggesterConfig, bigram_perplexity, store_captions, strong_share, train_suggester
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,17 @@ def test_suggestions_complete_the_prefix_and_are_answered(trained) -> None:
     assert 0.0 <= strong_share(engine, completions + suggester.try_also("a red star")) <= 1.0
     for text in completions:
         assert engine.search(text, top_k=1).hits
+
+
+def test_a_prefix_that_leaves_out_a_word_the_captions_always_have_still_gets_their_word_order(trained) -> None:
+    # Every demo caption names a size ("two small green circles at the top, …"); a model that learnt each word's
+    # absolute position continued "two green" as "two green circles at on the right" (trained with shifted positions,
+    # it cannot lean on them).
+    captions = [c.casefold().split() for c in store_captions(EmbeddingStore.open(DEMO_STORE))]
+    seen = {pair for words in captions for pair in zip(words, words[1:])}
+    for completion in Suggester(trained[0]).complete("two green", 3):
+        words = completion.casefold().split()
+        assert set(zip(words[1:], words[2:])) <= seen, completion
 
 
 def test_bigram_baseline_is_uniform_without_data() -> None:
