@@ -46,7 +46,8 @@ def main() -> None:
         queries = eval_queries(gallery)
         relevant = truth_matrix(queries, gallery)
         vectors = {lang: engine.text_encoder.encode_texts([query_text(q, lang) for q in queries]) for lang in LANGUAGES}
-        print(f"strong cutoff on {len(gallery)} calibration scenes (seed {args.seed}), {len(queries)} queries per language; floor {engine.relevance_scale.floor:.3f}")
+        which = "calibration scenes" if args.seed == CALIBRATION_SEED else "scenes"
+        print(f"strong cutoff on {len(gallery)} {which} (seed {args.seed}), {len(queries)} queries per language; floor {engine.relevance_scale.floor:.3f}")
         print("| cutoff | " + " | ".join(f"{lang} P / R" for lang in LANGUAGES) + " | min over all |")
         print("| --- " * (len(LANGUAGES) + 2) + "|")
         for cutoff in cutoffs:

@@ -22,8 +22,9 @@ absolute floor, the store's own: `RELEVANCE_FLOOR_MARGIN` (1.15) times the best 
 (`RELEVANCE_NULL_TEXT`, the empty text) reaches on any sampled row, computed once when the engine opens
 (`null_floor`). A hit must match its image clearly better than saying nothing matches any image of the store; below
 that it is weak at best (its relevance is capped at strong × score / floor). The floor applies only when it is
-positive. The margin was chosen on calibration scenes (`CALIBRATION_SEED`): there the best out-of-world query reaches
-1.05 × the bare best score and every in-world query's best hit at least 1.39 ×; 1.15 costs no recall there.
+positive. The margin was chosen on calibration scenes (`CALIBRATION_SEED`, `bench/relevance_cutoffs.py`): there every
+in-world query's best hit reaches at least 1.35 × the bare best score and no out-of-world query more than 0.66 ×
+(1.05 × with the demo models before their retrain); 1.15 costs no recall there.
 """
 
 from __future__ import annotations
