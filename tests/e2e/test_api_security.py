@@ -236,10 +236,24 @@ def test_well_formed_edge_values_are_accepted(app: tuple[str, Spy]) -> None:
 def test_overload_is_refused_at_once(folder_store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     engine = SearchEngine.load(folder_store)
     slow = engine.search_many
+    in_flight, counting = [0], threading.Lock()  # engine calls in progress
 
     def search_many(requests: Any) -> Any:
-        time.sleep(1.0)
-        return slow(requests)
+        with counting:
+            in_flight[0] += 1
+        try:
+            time.sleep(1.0)  # a slow search, so that requests pile up
+            return slow(requests)
+        finally:
+            with counting:
+                in_flight[0] -= 1
+
+    def drained() -> None:
+        """Wait until nothing is queued or searching: Gradio's queue, the batcher's and the engine are all idle."""
+        deadline = time.monotonic() + 30
+        while not (httpx.get(f"{url}gradio_api/queue/status").json()["queue_size"] == 0 and demo.batcher.stats().waiting == 0 and in_flight[0] == 0):
+            assert time.monotonic() < deadline, "the accepted searches were never answered"
+            time.sleep(0.05)  # polling the condition above
 
     engine.search_many = search_many  # type: ignore[method-assign]
     monkeypatch.setattr(config, "APP_QUEUE_SIZE", 2)
@@ -266,7 +280,7 @@ def test_overload_is_refused_at_once(folder_store: Path, monkeypatch: pytest.Mon
             t.join(20)
         assert time.monotonic() - started < 5  # refusals come back at once
         assert 503 in codes and 200 in codes
-        time.sleep(4)  # the accepted ones drain (1 s each)
+        drained()
         client = Client(url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
         jobs = [client.submit("a red circle", "", None, 3, "", api_name=f"/{SEARCH_API}") for _ in range(6)]
         outcomes = []
@@ -280,7 +294,7 @@ def test_overload_is_refused_at_once(folder_store: Path, monkeypatch: pytest.Mon
         assert all("results for" in o or "Queue is full! Please try again" in o or o == BUSY_MESSAGE for o in outcomes), outcomes
         assert any("Queue is full" in o for o in outcomes), outcomes
         # The JSON API meets the same bound in the batcher's queue: 503 "busy, retry" at once, never a hang.
-        time.sleep(4)
+        drained()  # a search answered "busy" may still be running
         answers: list[httpx.Response] = []
         threads = [threading.Thread(target=lambda: answers.append(api(url, {"query": "a red circle", "top_k": 3}, timeout=20))) for _ in range(8)]
         started = time.monotonic()
