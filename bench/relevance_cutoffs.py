@@ -20,6 +20,7 @@ from clip_search import config
 from clip_search.demo.captions import LANGUAGES, query_text
 from clip_search.demo.evaluate import DEFAULT_EVAL_SCENES, OUT_OF_WORLD_QUERIES, eval_queries, gallery_engine, out_of_world_share, relevance_precision_recall
 from clip_search.demo.scenes import CALIBRATION_SEED, generate_scenes, truth_matrix
+from clip_search.relevance import null_floor
 from clip_search.search import top_k
 
 DEFAULT_CUTOFFS = ",".join(f"{c:.2f}" for c in np.arange(0.75, 0.915, 0.01))
@@ -57,7 +58,8 @@ def main() -> None:
             worst = _worst(figures.values())
             print(f"| {cutoff:.2f} | {cells} | {worst:.3f} |")
         base = engine.relevance_scale
-        bare = base.floor / config.RELEVANCE_FLOOR_MARGIN  # the empty text's best score over the sample
+        null = engine.text_encoder.encode_texts([config.RELEVANCE_NULL_TEXT])[0]
+        bare = null_floor(base.sample, null, margin=1.0)  # the empty text's best score over the sample
         best_in = min(float(top_k(matrix, q, 1)[1][0]) for lang in LANGUAGES for q in vectors[lang])
         outside = {lang: engine.text_encoder.encode_texts(list(OUT_OF_WORLD_QUERIES[lang])) for lang in LANGUAGES}
         best_out = max(float(top_k(matrix, q, 1)[1][0]) for lang in LANGUAGES for q in outside[lang])
@@ -65,7 +67,7 @@ def main() -> None:
         print("| floor margin | min P / R over all | out-of-world with no strong match, lowest language |")
         print("| --- | --- | --- |")
         for margin in (float(m) for m in args.margins.split(",")):
-            scale = replace(base, floor=bare * margin)
+            scale = replace(base, floor=null_floor(base.sample, null, margin))
             worst = _worst([relevance_precision_recall(scale, matrix, vectors[lang], relevant) for lang in LANGUAGES])
             none_strong = min(out_of_world_share(scale, matrix, outside[lang]) for lang in LANGUAGES)
             print(f"| {margin:.2f} | {worst:.3f} | {none_strong:.3f} |")
